@@ -1,0 +1,64 @@
+"""Shared small fixtures: tiny random HINets (wf=8) saved the way users have them."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from export.checkpoint import save_basicsr
+from export.model import HINet, HINetConfig
+
+DATA = Path(__file__).parent / "data"
+REPO = Path(__file__).resolve().parent.parent
+# Small widths keep the default suite fast; the two HIN layouts of the official variants.
+GOPRO_LIKE = HINetConfig(wf=8, hin_position_left=3)
+SIDD_LIKE = HINetConfig(wf=8)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--run-slow", action="store_true", help="run tests of the 88M-parameter variants")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--run-slow"):
+        return
+    skip = pytest.mark.skip(reason="big variant: opt in with --run-slow (make test-all)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+def random_net(config: HINetConfig, seed: int = 0) -> HINet:
+    """Random weights everywhere, instance-norm affine included (fresh ones are all 1 / 0)."""
+    torch.manual_seed(seed)
+    net = HINet(config).eval()
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if ".norm." in name:
+                p.copy_(torch.randn_like(p) * 0.5 + (1.0 if name.endswith("weight") else 0.0))
+    return net
+
+
+@pytest.fixture(scope="session")
+def reference_variants() -> dict:
+    return json.loads((DATA / "hinet_variants.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def small_ckpt(tmp_path_factory) -> Path:
+    """A random SIDD-layout wf=8 HINet saved in BasicSR format ({'params': ...})."""
+    path = tmp_path_factory.mktemp("ckpt") / "small.pth"
+    save_basicsr(random_net(SIDD_LIKE).state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_onnx(small_ckpt, tmp_path_factory) -> Path:
+    from export.checkpoint import load_checkpoint
+    from export.onnx_export import export_onnx
+
+    path = tmp_path_factory.mktemp("onnx") / "small.onnx"
+    export_onnx(load_checkpoint(small_ckpt), path, log=lambda m: None)
+    return path
