@@ -1,0 +1,93 @@
+"""Image arrays in and out of the network's format (3xHxW float32 in [0,1]), and image files.
+
+The network restores RGB. Grayscale images are restored as three equal channels and averaged back;
+an alpha channel is passed through untouched. The output has the input's shape and dtype.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hinet_deploy.errors import HinetDeployError
+from hinet_deploy.files import atomic_path
+
+_SCALE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+_FLOATS = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+
+
+@dataclass(frozen=True)
+class ImageLayout:
+    """How the caller's array was laid out, to give the result back the same way."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    gray: bool
+    alpha: np.ndarray | None
+
+
+def to_network(image) -> tuple[np.ndarray, ImageLayout]:
+    """HxW, HxWx1, HxWx3 or HxWx4 uint8/uint16/float array -> (3xHxW float32 in [0,1], layout)."""
+    image = np.asarray(image)
+    if image.dtype not in _SCALE and image.dtype not in _FLOATS:
+        raise HinetDeployError(f"image dtype {image.dtype} is not supported: give uint8, uint16 or "
+                               f"float in [0, 1]")
+    original_shape = image.shape
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
+        raise HinetDeployError(f"image of shape {image.shape} is not HxW, HxWx1, HxWx3 (RGB) or "
+                               f"HxWx4 (RGBA); channels go last")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise HinetDeployError(f"image of shape {image.shape} is empty")
+    channels = image.shape[2]
+    alpha = image[..., 3].copy() if channels == 4 else None
+    rgb = np.repeat(image, 3, axis=2) if channels == 1 else image[..., :3]
+    scale = _SCALE.get(image.dtype, 1.0)
+    chw = np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32)
+    if scale != 1.0:
+        chw *= np.float32(1.0 / scale)
+    elif not np.isfinite(chw).all():
+        raise HinetDeployError("float image holds NaN or infinite values")
+    return chw, ImageLayout(original_shape, image.dtype, channels == 1, alpha)
+
+
+def from_network(chw: np.ndarray, layout: ImageLayout) -> np.ndarray:
+    """3xHxW float result -> the caller's layout and dtype, clipped to the valid range."""
+    hwc = np.clip(chw, 0.0, 1.0).transpose(1, 2, 0)
+    if layout.gray:
+        hwc = hwc.mean(axis=2, keepdims=True)
+    scale = _SCALE.get(layout.dtype)
+    out = np.rint(hwc * scale).astype(layout.dtype) if scale else hwc.astype(layout.dtype)
+    if layout.alpha is not None:
+        out = np.concatenate([out, layout.alpha[..., None]], axis=2)
+    return out.reshape(layout.shape)
+
+
+def read_image(path) -> np.ndarray:
+    """HxWx3 (or x4, or HxW) uint8/uint16 array of an image file, with a clear error if unreadable."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            if img.mode in ("P", "CMYK", "YCbCr", "LAB", "HSV", "1", "LA", "PA"):
+                img = img.convert("RGBA" if "A" in img.mode or "transparency" in img.info else "RGB")
+            return np.array(img)
+    except FileNotFoundError as exc:
+        raise HinetDeployError(f"image {path} does not exist") from exc
+    except (UnidentifiedImageError, OSError) as exc:
+        raise HinetDeployError(f"cannot read image {path}: {exc}") from exc
+
+
+def write_image(path, image: np.ndarray) -> None:
+    """Writes atomically; the format follows the file extension (PNG keeps every bit)."""
+    from PIL import Image
+
+    path = Path(path)
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    if fmt is None:
+        raise HinetDeployError(f"cannot tell an image format from {path.name!r}; use .png or .jpg")
+    with atomic_path(path) as tmp:
+        Image.fromarray(image).save(tmp, format=fmt)
