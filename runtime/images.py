@@ -47,7 +47,7 @@ def to_network(image) -> tuple[np.ndarray, ImageLayout]:
     scale = _SCALE.get(image.dtype, 1.0)
     chw = np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32)
     if scale != 1.0:
-        chw *= np.float32(1.0 / scale)
+        chw /= np.float32(scale)
     elif not np.isfinite(chw).all():
         raise HinetDeployError("float image holds NaN or infinite values")
     return chw, ImageLayout(original_shape, image.dtype, channels == 1, alpha)

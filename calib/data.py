@@ -1,0 +1,134 @@
+"""Calibration batches for INT8: crops of real images, preprocessed exactly as the Restorer does.
+
+A `CalibrationSet` is a list of (3, H, W) float32 crops in [0, 1]; `CalibrationReader` feeds them to
+onnxruntime's quantizer in batches (its CalibrationDataReader protocol: get_next() -> feed or None).
+Images come from a folder of the user's (any sizes and formats PIL reads) or, by default, from the
+training photographs of calib.photos with the demo model's noise, so the activations seen in
+calibration are the ones the deployed denoiser sees.
+"""
+from __future__ import annotations
+
+import hashlib
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from calib.photos import TRAIN, add_gaussian_noise, load_photo
+from hinet_deploy.errors import HinetDeployError
+
+DEFAULT_CROP = 256  # the official test crop; also the engines' default optimisation shape
+DEFAULT_COUNT = 32  # crops; ORT's entropy calibration histograms settle well before this (README)
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm"}
+
+
+def preprocess(rgb_u8: np.ndarray) -> np.ndarray:
+    """HxWx3 uint8 -> 3xHxW float32 in [0,1]: the Restorer's conversion (a test holds them equal)."""
+    return np.ascontiguousarray(rgb_u8.transpose(2, 0, 1), dtype=np.float32) / np.float32(255.0)
+
+
+def _read_rgb(path: Path) -> np.ndarray | None:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            return np.array(img.convert("RGB"))
+    except (UnidentifiedImageError, OSError):
+        return None
+
+
+def folder_images(folder: Path) -> dict[str, np.ndarray]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise HinetDeployError(f"calibration folder {folder} does not exist")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    images = {p.name: im for p in files if (im := _read_rgb(p)) is not None}
+    if not images:
+        found = len(list(folder.iterdir()))
+        raise HinetDeployError(f"calibration folder {folder} has no readable images ({found} entries; "
+                               f"looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+    return images
+
+
+def default_images(noise_sigma: float = 25.0, seed: int = 0) -> dict[str, np.ndarray]:
+    """The shipped training photographs with the demo model's Gaussian noise."""
+    return {name: add_gaussian_noise(load_photo(name), noise_sigma, seed + i)
+            for i, name in enumerate(TRAIN)}
+
+
+@dataclass
+class CalibrationSet:
+    crops: list[np.ndarray]
+    sources: list[str]
+
+    def fingerprint(self) -> str:
+        """Changes whenever a pixel of any crop changes: part of the calibration cache's key."""
+        digest = hashlib.sha256()
+        for crop in self.crops:
+            digest.update(crop.tobytes())
+        return digest.hexdigest()[:16]
+
+
+def make_crops(images: dict[str, np.ndarray], crop: int = DEFAULT_CROP, count: int = DEFAULT_COUNT,
+               mode: str = "random", seed: int = 0, progress: bool = True) -> CalibrationSet:
+    """`count` crops of crop x crop: random positions, or a regular grid over each image."""
+    usable = {k: v for k, v in images.items() if v.shape[0] >= crop and v.shape[1] >= crop}
+    if not usable:
+        raise HinetDeployError(f"no calibration image is at least {crop}x{crop} "
+                               f"(largest: {max(v.shape[1] for v in images.values())}x"
+                               f"{max(v.shape[0] for v in images.values())}); use a smaller "
+                               f"--calib-crop or larger images")
+    if mode not in ("random", "grid"):
+        raise HinetDeployError(f"unknown crop mode {mode!r}: random or grid")
+    rng = np.random.default_rng(seed)
+    names = sorted(usable)
+    positions = []
+    if mode == "grid":
+        for name in names:
+            h, w = usable[name].shape[:2]
+            positions += [(name, t, s) for t in range(0, h - crop + 1, crop)
+                          for s in range(0, w - crop + 1, crop)]
+        positions = positions[:count] if len(positions) <= count else \
+            [positions[i] for i in np.linspace(0, len(positions) - 1, count).round().astype(int)]
+    else:
+        for i in range(count):
+            name = names[i % len(names)]
+            h, w = usable[name].shape[:2]
+            positions.append((name, int(rng.integers(0, h - crop + 1)),
+                              int(rng.integers(0, w - crop + 1))))
+    crops = []
+    for done, (name, t, s) in enumerate(positions, 1):
+        crops.append(preprocess(usable[name][t:t + crop, s:s + crop]))
+        if progress:
+            print(f"\rcalibration crops {done}/{len(positions)}", end="", file=sys.stderr)
+    if progress:
+        print(file=sys.stderr)
+    return CalibrationSet(crops, [p[0] for p in positions])
+
+
+class CalibrationReader:
+    """onnxruntime's CalibrationDataReader protocol over a CalibrationSet, with a progress line."""
+
+    def __init__(self, calib: CalibrationSet, batch: int = 1, input_name: str = "input",
+                 progress: bool = True):
+        self.calib, self.batch, self.input_name, self.progress = calib, batch, input_name, progress
+        self.position = 0
+
+    def get_next(self):
+        crops = self.calib.crops
+        if self.position >= len(crops):
+            if self.progress:
+                print(file=sys.stderr)
+            return None
+        batch = np.stack(crops[self.position:self.position + self.batch])
+        self.position += len(batch)
+        if self.progress:
+            print(f"\rcalibrating {self.position}/{len(crops)}", end="", file=sys.stderr)
+        return {self.input_name: batch}
+
+    def rewind(self):
+        self.position = 0
+
+    def __len__(self):
+        return len(self.calib.crops)

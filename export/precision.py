@@ -1,0 +1,106 @@
+"""Precision lives in the ONNX graph (FINDINGS.md: TensorRT 11 and TensorRT-RTX are strongly typed).
+
+- FP16: every op in half precision except InstanceNormalization, which keeps FP32 statistics
+  behind Casts: its mean/variance over a whole image is the classic FP16 overflow risk for HINet.
+  I/O stays FP32 unless asked (then the engine takes and returns half-precision tensors).
+- INT8: explicit QuantizeLinear/DequantizeLinear pairs from onnxruntime's static quantizer: symmetric
+  INT8, per-channel weights, Conv/ConvTranspose inputs only, float biases (TensorRT-RTX's parser
+  refuses DequantizeLinear on int32 biases), ranges from a calibration data reader the caller passes.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+
+from hinet_deploy.errors import HinetDeployError
+from hinet_deploy.files import atomic_path
+
+FP32_OPS = ("InstanceNormalization",)
+CALIBRATION_METHODS = ("entropy", "percentile", "minmax")
+# Layers left in float by default, decided by measurement on the demo model (README, fidelity):
+# the image-in convs, the image-out conv and the SAM convs that produce the stage-1 image and the
+# sigmoid gate. Their inputs or outputs are images, where one INT8 step is visible.
+DEFAULT_FLOAT_LAYERS = ("conv_01", "conv_02", "last", "sam12")
+# Percentile calibration keeps this fraction of each activation histogram (ORT's default is 99.999).
+PERCENTILE = 99.999
+
+
+def _inline_initializer_identities(model: onnx.ModelProto) -> None:
+    """Points consumers of `Identity(initializer)` at the initializer and drops the Identity.
+
+    The exporter merges equal initializers (fresh instance-norm scales are all ones) and reaches
+    them through Identity nodes; the FP16 converter then casts those to half and feeds them to the
+    FP32 instance norm, which ONNX Runtime refuses (FINDINGS.md).
+    """
+    inits = {init.name for init in model.graph.initializer}
+    alias = {n.output[0]: n.input[0] for n in model.graph.node
+             if n.op_type == "Identity" and n.input[0] in inits}
+    graph_outputs = {o.name for o in model.graph.output}
+    keep = [n for n in model.graph.node if not (n.output and n.output[0] in alias
+                                                and n.output[0] not in graph_outputs)]
+    for node in keep:
+        for i, name in enumerate(node.input):
+            if name in alias and name not in graph_outputs:
+                node.input[i] = alias[name]
+    del model.graph.node[:]
+    model.graph.node.extend(keep)
+
+
+def to_fp16(src: Path, dst: Path, io_fp16: bool = False) -> Path:
+    """Writes an FP16 graph with FP32 instance norm; I/O FP32 unless io_fp16."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = onnx.load(str(src))
+    _inline_initializer_identities(model)
+    half = convert_float_to_float16(model, keep_io_types=not io_fp16, op_block_list=list(FP32_OPS))
+    with atomic_path(dst) as tmp:
+        onnx.save(half, str(tmp))
+    return dst
+
+
+def float_nodes(model: onnx.ModelProto, layers) -> list[str]:
+    """Names of the Conv/ConvTranspose nodes that belong to the given module prefixes."""
+    wanted = []
+    for node in model.graph.node:
+        if node.op_type not in ("Conv", "ConvTranspose"):
+            continue
+        scope = node.name.strip("/").split("/")  # e.g. /net/sam12/conv1/Conv
+        if scope and scope[0] == "net":
+            scope = scope[1:]
+        if any(scope[:len(layer.split("."))] == layer.split(".") for layer in layers):
+            wanted.append(node.name)
+    return wanted
+
+
+def to_int8(src: Path, dst: Path, reader, *, method: str = "entropy",
+            float_layers=DEFAULT_FLOAT_LAYERS, cache_path: Path | None = None) -> dict:
+    """Writes a Q/DQ graph; returns what was done (method, excluded nodes, whether the cache hit).
+
+    `reader` is an onnxruntime.quantization.CalibrationDataReader; it is not called when
+    `cache_path` already holds the ranges.
+    """
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    if method not in CALIBRATION_METHODS:
+        raise HinetDeployError(f"unknown calibration method {method!r}; choose one of "
+                               f"{', '.join(CALIBRATION_METHODS)}")
+    model = onnx.load(str(src))
+    excluded = float_nodes(model, float_layers)
+    cache_hit = cache_path is not None and Path(cache_path).is_file()
+    calib_method = {"entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile,
+                    "minmax": CalibrationMethod.MinMax}[method]
+    extra = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
+             "CalibPercentile": PERCENTILE}
+    if cache_path is not None:
+        Path(cache_path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(dst) as tmp:
+        quantize_static(str(src), str(tmp), None if cache_hit else reader,
+                        quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv", "ConvTranspose"],
+                        per_channel=True, activation_type=QuantType.QInt8,
+                        weight_type=QuantType.QInt8, nodes_to_exclude=excluded,
+                        calibrate_method=calib_method, extra_options=extra,
+                        calibration_cache_path=str(cache_path) if cache_path else None)
+    cache = str(Path(cache_path).resolve()) if cache_path else ""
+    return {"method": method, "float_nodes": excluded, "calibration_cache": cache,
+            "calibration_cache_hit": cache_hit}

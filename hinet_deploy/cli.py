@@ -1,0 +1,221 @@
+"""`hinet-deploy <subcommand>`: the one CLI; export/to_onnx.py calls the same functions.
+
+Errors a user can cause print as one line and exit 2; --debug shows the traceback instead.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from hinet_deploy.errors import HinetDeployError
+
+DEFAULT_BUILD_DIR = Path("build")
+_COMMON = argparse.ArgumentParser(add_help=False)
+_COMMON.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+
+
+def _add_export(sub):
+    p = sub.add_parser("export", parents=[_COMMON], help="checkpoint -> verified ONNX graph")
+    p.add_argument("--ckpt", type=Path, default=None,
+                   help="HINet checkpoint (.pth, BasicSR or bare state dict); default: the demo model")
+    p.add_argument("-o", "--output", type=Path, default=None,
+                   help="ONNX file to write (default: build/<checkpoint name>.onnx)")
+    p.add_argument("--variant", default=None,
+                   help="official architecture to load into (default: inferred from the weights)")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17)")
+    p.add_argument("--fixed-shape", type=int, nargs=3, metavar=("N", "H", "W"), default=None,
+                   help="export a static N x 3 x H x W graph instead of dynamic batch/height/width")
+    p.add_argument("--both-stages", action="store_true",
+                   help="also output the stage-1 image as `output_stage1`")
+    p.set_defaults(func=cmd_export)
+
+
+def cmd_export(args) -> int:
+    from export.checkpoint import load_checkpoint
+    from export.onnx_export import DEFAULT_OPSET, export_onnx
+    from hinet_deploy.demo import DEMO_CHECKPOINT
+
+    ckpt = args.ckpt or DEMO_CHECKPOINT
+    out = args.output or DEFAULT_BUILD_DIR / f"{ckpt.stem}.onnx"
+    loaded = load_checkpoint(ckpt, args.variant)
+    report = export_onnx(loaded, out, opset=args.opset or DEFAULT_OPSET,
+                         both_stages=args.both_stages, fixed_shape=args.fixed_shape)
+    print(report.summary())
+    return 0
+
+
+def _add_macs(sub):
+    p = sub.add_parser("macs", parents=[_COMMON],
+                       help="parameters and MACs (exact and paper convention)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--variant", help="an official variant (gopro, reds, sidd-1x, ...)")
+    src.add_argument("--ckpt", type=Path, help="a checkpoint")
+    src.add_argument("--onnx", type=Path, help="an exported graph")
+    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=(256, 256))
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_macs)
+
+
+def cmd_macs(args) -> int:
+    import onnx
+
+    from export.macs import count_macs
+
+    height, width = args.size
+    if args.onnx:
+        if not args.onnx.is_file():
+            raise HinetDeployError(f"ONNX file {args.onnx} does not exist")
+        count = count_macs(onnx.load(str(args.onnx)), height, width)
+        name = args.onnx.name
+    else:
+        from export.checkpoint import load_checkpoint, random_model
+        from export.onnx_export import export_onnx
+
+        loaded = random_model(args.variant) if args.variant else load_checkpoint(args.ckpt)
+        name = args.variant or args.ckpt.name
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "count.onnx"
+            export_onnx(loaded, path, verify_shapes=[], log=lambda m: None)
+            count = count_macs(onnx.load(str(path)), height, width)
+    if args.json:
+        print(json.dumps({"model": name, **count.as_dict()}))
+    else:
+        print(f"{name} at 3x{height}x{width}: {count.params / 1e6:.2f} M parameters, "
+              f"{count.macs / 1e9:.2f} G MACs exact, {count.macs_paper / 1e9:.2f} G paper convention "
+              f"(transposed convs {count.deconv_macs / 1e9:.2f} G exact vs "
+              f"{count.deconv_macs_paper / 1e9:.2f} G; bias ops {count.bias_ops / 1e9:.2f} G)")
+    return 0
+
+
+def _add_demo(sub):
+    p = sub.add_parser("demo", parents=[_COMMON],
+                       help="export the demo denoiser and restore held-out noisy photos")
+    p.add_argument("-o", "--out-dir", type=Path, default=DEFAULT_BUILD_DIR / "demo")
+    p.add_argument("--image", type=Path, default=None,
+                   help="a clean 8-bit photo of your own to add noise to and restore")
+    p.add_argument("--seed", type=int, default=0, help="noise seed")
+    p.set_defaults(func=cmd_demo)
+
+
+def cmd_demo(args) -> int:
+    from hinet_deploy.demo import format_rows, run_demo
+
+    print(f"hinet-deploy demo -> {args.out_dir}")
+    rows = run_demo(args.out_dir, args.image, args.seed)
+    print(format_rows(rows))
+    print(f"images: {args.out_dir}/side_by_side.png (noisy | restored | clean) and "
+          f"clean/noisy/restored.png for {rows[0].image}")
+    return 0
+
+
+def _add_build(sub):
+    p = sub.add_parser("build", parents=[_COMMON],
+                       help="ONNX of a precision -> TensorRT engine + JSON sidecar")
+    prec = p.add_mutually_exclusive_group()
+    for name in ("fp32", "fp16", "int8"):
+        prec.add_argument(f"--{name}", dest="precision", action="store_const", const=name)
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--ckpt", type=Path, help="checkpoint (default: the demo model)")
+    src.add_argument("--onnx", type=Path, help="an FP32 graph from hinet-deploy export")
+    p.add_argument("-o", "--output", type=Path, help="engine file (default: engines/out/<graph>.engine)")
+    p.add_argument("--variant", help="official architecture to load the checkpoint into")
+    p.add_argument("--backend", choices=("tensorrt", "tensorrt_rtx"),
+                   help="default: tensorrt if importable, else tensorrt_rtx")
+    p.add_argument("--min", type=int, nargs=3, metavar=("N", "H", "W"))
+    p.add_argument("--opt", type=int, nargs=3, metavar=("N", "H", "W"))
+    p.add_argument("--max", type=int, nargs=3, metavar=("N", "H", "W"))
+    p.add_argument("--workspace-mb", type=int, default=None)
+    p.add_argument("--timing-cache", type=Path, help="default: beside the engine")
+    p.add_argument("--compute-capability", nargs="+", default=(), metavar="SMxx",
+                   help="TensorRT-RTX targets, e.g. SM86 SM89")
+    p.add_argument("--io-fp16", action="store_true", help="FP16 engine inputs and outputs")
+    p.add_argument("--calib-dir", type=Path, help="INT8: folder of calibration images")
+    p.add_argument("--calib-count", type=int, default=32, help="INT8: number of crops")
+    p.add_argument("--calib-crop", type=int, default=256, help="INT8: crop size")
+    p.add_argument("--calib-mode", choices=("random", "grid"), default="random")
+    p.add_argument("--calib-method", choices=("entropy", "percentile", "minmax"), default="entropy")
+    p.add_argument("--float-layers", nargs="*", default=None,
+                   help="INT8: module prefixes kept in float (default: conv_01 conv_02 last sam12)")
+    p.add_argument("--verbose", action="store_true", help="show the backend's log")
+    p.set_defaults(func=cmd_build, precision=None)
+
+
+def cmd_build(args) -> int:
+    from engines.build import DEFAULT_WORKSPACE_MB, BuildOptions, Profile
+    from hinet_deploy.pipeline import CalibOptions, GraphRequest, build
+
+    if args.precision is None:
+        raise HinetDeployError("choose a precision: --fp32, --fp16 or --int8")
+    defaults = Profile()
+    profile = Profile(tuple(args.min or defaults.min), tuple(args.opt or defaults.opt),
+                      tuple(args.max or defaults.max))
+    calib = CalibOptions(folder=args.calib_dir, count=args.calib_count, crop=args.calib_crop,
+                         mode=args.calib_mode, method=args.calib_method)
+    if args.float_layers is not None:
+        calib.float_layers = tuple(args.float_layers)
+    req = GraphRequest(ckpt=args.ckpt, onnx=args.onnx, variant=args.variant,
+                       precision=args.precision, io_fp16=args.io_fp16, calib=calib)
+    if args.output is not None:
+        req.out_dir = args.output.parent
+    options = BuildOptions(profile, args.workspace_mb or DEFAULT_WORKSPACE_MB, args.timing_cache,
+                           tuple(args.compute_capability))
+    engine, facts = build(req, args.output, args.backend, options, args.verbose)
+    print(f"wrote {engine} ({facts['engine_bytes'] / 2**20:.1f} MB, {facts['backend']} "
+          f"{facts['backend_version']}, {facts['precision']}, built in {facts['build_seconds']} s) "
+          f"and {engine.name}.json")
+    return 0
+
+
+def _add_fidelity(sub):
+    p = sub.add_parser("fidelity", parents=[_COMMON],
+                       help="PSNR/SSIM of the FP32, FP16 and INT8 graphs vs PyTorch and clean images")
+    p.add_argument("--ckpt", type=Path, help="checkpoint (default: the demo model)")
+    p.add_argument("--out-dir", type=Path, default=DEFAULT_BUILD_DIR / "fidelity")
+    p.add_argument("--calib-method", choices=("entropy", "percentile", "minmax"), default="entropy")
+    p.add_argument("--float-layers", nargs="*", default=None)
+    p.add_argument("--json", type=Path, help="also write every number to this JSON file")
+    p.set_defaults(func=cmd_fidelity)
+
+
+def cmd_fidelity(args) -> int:
+    from hinet_deploy.fidelity import fidelity, format_rows, write_json
+    from hinet_deploy.pipeline import CalibOptions, GraphRequest
+
+    calib = CalibOptions(method=args.calib_method)
+    if args.float_layers is not None:
+        calib.float_layers = tuple(args.float_layers)
+    rows = fidelity(GraphRequest(ckpt=args.ckpt, out_dir=args.out_dir, calib=calib))
+    print(format_rows(rows))
+    if args.json:
+        write_json(rows, args.json)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hinet-deploy", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_export, _add_macs, _add_demo, _add_build, _add_fidelity):
+        add(sub)
+    return parser
+
+
+def main(argv=None, parser: argparse.ArgumentParser | None = None) -> int:
+    parser = parser or build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except HinetDeployError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

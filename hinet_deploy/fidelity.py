@@ -1,0 +1,74 @@
+"""What each precision costs: FP32, FP16 and INT8 graphs against the PyTorch FP32 reference.
+
+The graphs are the exact ones engines are built from, run in ONNX Runtime on the CPU, so the
+numerical effect of each precision is measured on any machine. Held-out photographs get the demo
+model's noise; each output is compared with the clean photo (PSNR/SSIM) and with PyTorch (PSNR).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from calib.photos import HELD_OUT, add_gaussian_noise, load_photo
+from hinet_deploy.demo import DEMO_CHECKPOINT, DEMO_SIGMA
+from hinet_deploy.files import atomic_path
+from hinet_deploy.pipeline import GraphRequest, precision_graph
+from runtime import Restorer
+from runtime.metrics import psnr, ssim
+
+
+@dataclass
+class FidelityRow:
+    precision: str
+    graph: str
+    noisy_psnr: float  # mean over images, vs clean
+    psnr: float  # restored vs clean
+    ssim: float
+    psnr_vs_torch: float  # restored vs the PyTorch FP32 restoration
+    worst_psnr_vs_torch: float
+
+    @property
+    def gain(self) -> float:
+        return self.psnr - self.noisy_psnr
+
+
+def fidelity(req: GraphRequest, precisions=("fp32", "fp16", "int8"), images=HELD_OUT,
+             seed: int = 0) -> list[FidelityRow]:
+    ckpt = req.ckpt or DEMO_CHECKPOINT
+    clean = {name: load_photo(name) for name in images}
+    noisy = {name: add_gaussian_noise(im, DEMO_SIGMA, seed + i) for i, (name, im)
+             in enumerate(clean.items())}
+    with Restorer(ckpt) as reference:
+        torch_out = {name: reference(im) for name, im in noisy.items()}
+    rows = []
+    for precision in precisions:
+        req.precision = precision
+        graph, _ = precision_graph(req)
+        with Restorer(graph) as restore:
+            outs = {name: restore(im) for name, im in noisy.items()}
+        vs_torch = [psnr(outs[n], torch_out[n]) for n in images]
+        rows.append(FidelityRow(
+            precision, str(graph), float(np.mean([psnr(noisy[n], clean[n]) for n in images])),
+            float(np.mean([psnr(outs[n], clean[n]) for n in images])),
+            float(np.mean([ssim(outs[n], clean[n]) for n in images])),
+            float(np.mean(vs_torch)), float(min(vs_torch))))
+    return rows
+
+
+def format_rows(rows: list[FidelityRow], images=HELD_OUT) -> str:
+    lines = [f"held-out photographs: {', '.join(images)}; Gaussian noise sigma {DEMO_SIGMA:g}; "
+             f"means over images", "",
+             "| precision | PSNR vs clean | gain over noisy | SSIM vs clean | PSNR vs PyTorch FP32 "
+             "(mean / worst) |", "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r.precision} | {r.psnr:.2f} dB | {r.gain:+.2f} dB | {r.ssim:.4f} | "
+                     f"{r.psnr_vs_torch:.1f} / {r.worst_psnr_vs_torch:.1f} dB |")
+    return "\n".join(lines)
+
+
+def write_json(rows: list[FidelityRow], path: Path) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps([asdict(r) | {"gain": r.gain} for r in rows], indent=2) + "\n")

@@ -1,0 +1,64 @@
+"""Calibration data: same preprocessing as the Restorer, clear errors for bad folders."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from calib.data import CalibrationReader, folder_images, make_crops, preprocess
+from hinet_deploy.errors import HinetDeployError
+from runtime.images import to_network
+
+
+def test_preprocessing_equals_the_restorers():
+    image = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(preprocess(image), to_network(image)[0])
+
+
+def _write(folder, name, size, mode="RGB"):
+    Image.new(mode, size, color=100).save(folder / name)
+
+
+def test_folder_of_mixed_images(tmp_path):
+    _write(tmp_path, "a.png", (300, 280))
+    _write(tmp_path, "b.jpg", (400, 300), "L")  # grayscale becomes RGB
+    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG garbage")
+    images = folder_images(tmp_path)
+    assert sorted(images) == ["a.png", "b.jpg"]
+    crops = make_crops(images, crop=256, count=5, progress=False)
+    assert len(crops.crops) == 5 and all(c.shape == (3, 256, 256) for c in crops.crops)
+    grid = make_crops(images, crop=128, count=100, mode="grid", progress=False)
+    assert len(grid.crops) == 2 * 2 + 2 * 3  # whole 128-cells of 280x300 and 300x400
+
+
+def test_reader_batches_then_ends():
+    images = {"x": np.zeros((64, 64, 3), np.uint8)}
+    reader = CalibrationReader(make_crops(images, crop=32, count=5, progress=False), batch=2,
+                               progress=False)
+    shapes = []
+    while (feed := reader.get_next()) is not None:
+        shapes.append(feed["input"].shape)
+    assert shapes == [(2, 3, 32, 32), (2, 3, 32, 32), (1, 3, 32, 32)]
+
+
+def test_fingerprint_follows_the_pixels():
+    a = make_crops({"x": np.zeros((64, 64, 3), np.uint8)}, crop=32, count=2, progress=False)
+    b = make_crops({"x": np.ones((64, 64, 3), np.uint8)}, crop=32, count=2, progress=False)
+    assert a.fingerprint() != b.fingerprint()
+
+
+@pytest.mark.parametrize("setup, message", [
+    (lambda d: None, "has no readable images"),
+    (lambda d: (d / "a.txt").write_text("x"), "has no readable images"),
+    (lambda d: _write(d, "tiny.png", (40, 40)), "no calibration image is at least 256x256"),
+])
+def test_bad_folders(tmp_path, setup, message):
+    setup(tmp_path)
+    with pytest.raises(HinetDeployError, match=message):
+        make_crops(folder_images(tmp_path), crop=256, count=4, progress=False)
+
+
+def test_missing_folder(tmp_path):
+    with pytest.raises(HinetDeployError, match="does not exist"):
+        folder_images(tmp_path / "nope")

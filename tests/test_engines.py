@@ -1,0 +1,144 @@
+"""Engines: strongly typed FP32/FP16/INT8 builds with TensorRT-RTX on the CPU, sidecars, caches."""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import shutil
+import json
+import subprocess
+import sys
+
+import onnx
+import pytest
+
+from conftest import REPO
+from engines.backend import load_backend
+from engines.build import BuildOptions, Profile, read_sidecar
+from hinet_deploy.errors import HinetDeployError
+from hinet_deploy.pipeline import CalibOptions, GraphRequest, build
+
+needs_rtx = pytest.mark.skipif(importlib.util.find_spec("tensorrt_rtx") is None,
+                               reason="tensorrt_rtx is not installed (pip install tensorrt-rtx)")
+needs_trt = pytest.mark.skipif(importlib.util.find_spec("tensorrt") is None,
+                               reason="full TensorRT is not installed")
+SMALL_PROFILE = Profile((1, 32, 32), (1, 64, 64), (2, 128, 128))
+
+
+def _request(small_ckpt, tmp_path, precision):
+    calib = CalibOptions(count=4, crop=64, cache_dir=tmp_path / "calib-cache")
+    return GraphRequest(ckpt=small_ckpt, precision=precision, out_dir=tmp_path / "out", calib=calib)
+
+
+def _build(small_ckpt, tmp_path, precision, backend="tensorrt_rtx"):
+    req = _request(small_ckpt, tmp_path, precision)
+    return build(req, None, backend, BuildOptions(profile=SMALL_PROFILE))
+
+
+@needs_rtx
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_rtx_builds_each_precision_with_a_sidecar(small_ckpt, tmp_path, precision):
+    engine, facts = _build(small_ckpt, tmp_path, precision)
+    assert engine.stat().st_size == facts["engine_bytes"] > 100_000
+    sidecar = read_sidecar(engine)
+    assert sidecar == json.loads(json.dumps(facts))
+    assert sidecar["backend"] == "tensorrt_rtx" and sidecar["precision"] == precision
+    assert sidecar["backend_version"].startswith("1.")
+    assert sidecar["profiles"] == [{"min": [1, 3, 32, 32], "opt": [1, 3, 64, 64],
+                                    "max": [2, 3, 128, 128]}]
+    graph = onnx.load(sidecar["onnx"])  # the exact graph is kept on disk
+    ops = {n.op_type for n in graph.graph.node}
+    if precision == "int8":
+        assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    if precision == "fp16":
+        assert "Cast" in ops
+
+
+@needs_rtx
+def test_rebuild_reuses_timing_and_calibration_caches(small_ckpt, tmp_path, monkeypatch):
+    _, first = _build(small_ckpt, tmp_path, "int8")
+    assert not first["calibration_cache_hit"]
+    quantize_module = importlib.import_module("onnxruntime.quantization.quantize")
+
+    def no_calibration(*args, **kwargs):
+        raise AssertionError("calibration ran although its ranges were cached")
+
+    monkeypatch.setattr(quantize_module, "create_calibrator", no_calibration)
+    _, second = _build(small_ckpt, tmp_path, "int8")
+    assert second["calibration_cache_hit"]
+    assert second["calibration_cache"] == first["calibration_cache"]
+    # TensorRT-RTX has no timing cache (a deprecated no-op since 1.2): none is claimed.
+    assert first["timing_cache"] is None and second["timing_cache"] is None
+
+
+@needs_trt
+@pytest.mark.trt
+def test_full_tensorrt_rebuild_loads_the_timing_cache(small_ckpt, tmp_path):
+    _, first = _build(small_ckpt, tmp_path, "fp16", backend="tensorrt")
+    _, second = _build(small_ckpt, tmp_path, "fp16", backend="tensorrt")
+    assert not first["timing_cache_loaded"] and second["timing_cache_loaded"]
+
+
+def _unparseable_graph(path):
+    """Valid ONNX that no TensorRT can parse: an op from a domain it has never heard of."""
+    x = onnx.helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, [1, 3, 64, 64])
+    y = onnx.helper.make_tensor_value_info("output", onnx.TensorProto.FLOAT, [1, 3, 64, 64])
+    node = onnx.helper.make_node("Mystery", ["input"], ["output"], domain="com.example")
+    graph = onnx.helper.make_graph([node], "g", [x], [y])
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[
+        onnx.helper.make_opsetid("", 17), onnx.helper.make_opsetid("com.example", 1)]), str(path))
+
+
+@needs_rtx
+@pytest.mark.parametrize("content, message", [
+    (b"definitely not protobuf", "is not a readable ONNX graph"),
+    (_unparseable_graph, "tensorrt_rtx 1.7"),
+])
+def test_failed_build_leaves_no_engine(tmp_path, content, message):
+    bad = tmp_path / "bad.onnx"
+    content(bad) if callable(content) else bad.write_bytes(content)
+    result = subprocess.run([sys.executable, str(REPO / "export/build_trt.py"), "--fp32", "--onnx",
+                             str(bad), "-o", str(tmp_path / "x.engine")],
+                            capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.strip().splitlines()[-1]  # progress lines come before the one error line
+    assert last.startswith("error: ") and message in last
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "x.engine").exists() and not (tmp_path / "x.engine.json").exists()
+
+
+def test_bad_profile_is_refused():
+    with pytest.raises(HinetDeployError, match="multiples of 16"):
+        Profile((1, 30, 32)).check(16)
+    with pytest.raises(HinetDeployError, match="min <= opt <= max"):
+        Profile((1, 64, 64), (1, 32, 32), (1, 128, 128)).check(16)
+
+
+def test_unknown_backend():
+    with pytest.raises(HinetDeployError, match="unknown backend"):
+        load_backend("tensorrt_llm")
+
+
+def test_precision_is_required():
+    result = subprocess.run([sys.executable, str(REPO / "export/build_trt.py")],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "choose a precision" in result.stderr
+
+
+@needs_trt
+@pytest.mark.trt
+def test_full_tensorrt_builds_strongly_typed(small_ckpt, tmp_path):
+    engine, facts = _build(small_ckpt, tmp_path, "fp16", backend="tensorrt")
+    assert facts["backend"] == "tensorrt" and engine.exists()
+
+
+@needs_rtx
+def test_rtx_engine_needs_a_gpu_to_deserialise_here(small_ckpt, tmp_path):
+    """FINDINGS.md: without a GPU deserialisation returns None; with one it must work."""
+    engine, _ = _build(small_ckpt, tmp_path, "fp32")
+    backend = load_backend("tensorrt_rtx")
+    trt = backend.module
+    runtime = trt.Runtime(trt.Logger(trt.Logger.ERROR))
+    loaded = runtime.deserialize_cuda_engine(engine.read_bytes())
+    has_gpu = shutil.which("nvidia-smi") is not None and \
+        subprocess.run(["nvidia-smi"], capture_output=True).returncode == 0
+    assert (loaded is not None) == has_gpu
