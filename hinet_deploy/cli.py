@@ -10,6 +10,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from export.precision import CALIBRATION_METHODS, DEFAULT_CALIBRATION
 from hinet_deploy.errors import HinetDeployError
 
 DEFAULT_BUILD_DIR = Path("build")
@@ -136,7 +137,8 @@ def _add_build(sub):
     p.add_argument("--calib-count", type=int, default=32, help="INT8: number of crops")
     p.add_argument("--calib-crop", type=int, default=256, help="INT8: crop size")
     p.add_argument("--calib-mode", choices=("random", "grid"), default="random")
-    p.add_argument("--calib-method", choices=("entropy", "percentile", "minmax"), default="entropy")
+    p.add_argument("--calib-method", choices=CALIBRATION_METHODS, default=DEFAULT_CALIBRATION,
+                   help=f"INT8 calibration (default {DEFAULT_CALIBRATION}: best on the demo model)")
     p.add_argument("--float-layers", nargs="*", default=None,
                    help="INT8: module prefixes kept in float (default: conv_01 conv_02 last sam12)")
     p.add_argument("--verbose", action="store_true", help="show the backend's log")
@@ -174,7 +176,8 @@ def _add_fidelity(sub):
                        help="PSNR/SSIM of the FP32, FP16 and INT8 graphs vs PyTorch and clean images")
     p.add_argument("--ckpt", type=Path, help="checkpoint (default: the demo model)")
     p.add_argument("--out-dir", type=Path, default=DEFAULT_BUILD_DIR / "fidelity")
-    p.add_argument("--calib-method", choices=("entropy", "percentile", "minmax"), default="entropy")
+    p.add_argument("--calib-method", choices=CALIBRATION_METHODS, default=DEFAULT_CALIBRATION,
+                   help=f"INT8 calibration (default {DEFAULT_CALIBRATION}: best on the demo model)")
     p.add_argument("--float-layers", nargs="*", default=None)
     p.add_argument("--json", type=Path, help="also write every number to this JSON file")
     p.set_defaults(func=cmd_fidelity)

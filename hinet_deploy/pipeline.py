@@ -12,7 +12,7 @@ from pathlib import Path
 
 from export.checkpoint import load_checkpoint
 from export.onnx_export import export_onnx, file_sha256, read_metadata
-from export.precision import DEFAULT_FLOAT_LAYERS, to_fp16, to_int8
+from export.precision import DEFAULT_CALIBRATION, DEFAULT_FLOAT_LAYERS, to_fp16, to_int8
 from hinet_deploy.errors import HinetDeployError
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -26,7 +26,7 @@ class CalibOptions:
     count: int = 32
     crop: int = 256
     mode: str = "random"
-    method: str = "entropy"
+    method: str = DEFAULT_CALIBRATION
     float_layers: tuple[str, ...] = DEFAULT_FLOAT_LAYERS
     cache_dir: Path = DEFAULT_CALIB_CACHE_DIR
     seed: int = 0

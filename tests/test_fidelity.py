@@ -1,0 +1,33 @@
+"""Each precision's numerical cost on the demo denoiser, through ONNX Runtime on the CPU."""
+from __future__ import annotations
+
+import pytest
+
+from hinet_deploy.fidelity import fidelity
+from hinet_deploy.pipeline import CalibOptions, GraphRequest
+
+# Thresholds from the measured table in the README (demo model, held-out photographs):
+FP16_MIN_PSNR_VS_FP32 = 55.0  # measured 65.0 dB at worst; issue 3 asks for "far above 40 dB"
+INT8_MAX_GAIN_LOSS_DB = 0.5  # issue 3: INT8 keeps the denoising gain within 0.5 dB of FP32
+INT8_MIN_PSNR_VS_FP32 = 38.0  # measured 43.0 dB at worst (percentile), 40.9 (entropy/min-max)
+
+
+@pytest.fixture(scope="module")
+def rows(tmp_path_factory):
+    out = tmp_path_factory.mktemp("fidelity")
+    calib = CalibOptions(count=16, cache_dir=out / "calib-cache")
+    return {r.precision: r for r in fidelity(GraphRequest(out_dir=out, calib=calib))}
+
+
+def test_fp32_graph_equals_pytorch(rows):
+    assert rows["fp32"].worst_psnr_vs_torch > 60  # 8-bit outputs differ by at most a rare 1 level
+
+
+def test_fp16_is_far_above_40_db(rows):
+    assert rows["fp16"].worst_psnr_vs_torch > FP16_MIN_PSNR_VS_FP32
+    assert abs(rows["fp16"].gain - rows["fp32"].gain) < 0.05
+
+
+def test_int8_keeps_the_denoising_gain(rows):
+    assert rows["fp32"].gain - rows["int8"].gain < INT8_MAX_GAIN_LOSS_DB
+    assert rows["int8"].worst_psnr_vs_torch > INT8_MIN_PSNR_VS_FP32

@@ -1,0 +1,144 @@
+"""HIN block fusion: the rewrite, its CPU oracle, and the CUDA kernel (compiled here, run on a GPU)."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import warnings
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx.reference import ReferenceEvaluator
+
+from conftest import GOPRO_LIKE, REPO, SIDD_LIKE, random_net
+from export.checkpoint import LoadedModel, random_model
+from export.hin_fusion import PLUGIN_OP, fold_hin_blocks, hin_reference, reference_op_class
+from export.onnx_export import export_onnx
+from export.precision import to_fp16
+
+KERNEL = REPO / "engines" / "plugin" / "hin_leaky.cu"
+
+
+def _graph(loaded, tmp_path, name="m.onnx"):
+    path = tmp_path / name
+    export_onnx(loaded, path, verify_shapes=[], log=lambda m: None)
+    return path
+
+
+def _ops(model):
+    return [n.op_type for n in model.graph.node]
+
+
+@pytest.mark.parametrize("config, blocks", [(GOPRO_LIKE, 4), (SIDD_LIKE, 10)])
+def test_fused_graph_matches_unfused(config, blocks, tmp_path):
+    path = _graph(LoadedModel(random_net(config), config, [], None, None), tmp_path)
+    fused, report = fold_hin_blocks(onnx.load(str(path)))
+    assert report.fused == blocks and not report.skipped
+    ops = _ops(fused)
+    assert ops.count(PLUGIN_OP) == blocks and "InstanceNormalization" not in ops
+    assert "Slice" not in ops
+    unfused = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    evaluator = ReferenceEvaluator(fused, new_ops=[reference_op_class()])
+    rng = np.random.default_rng(0)
+    for shape in [(1, 3, 32, 32), (2, 3, 16, 48)]:
+        x = rng.random(shape, dtype=np.float32)
+        diff = np.abs(evaluator.run(None, {"input": x})[0] - unfused.run(None, {"input": x})[0]).max()
+        print(f"{shape}: max abs diff fused (reference op) vs unfused (ORT) {diff:.1e}")
+        assert diff < 1e-4
+
+
+def test_fp16_graph_with_casts_fuses(small_onnx, tmp_path):
+    half = to_fp16(small_onnx, tmp_path / "half.onnx")
+    fused, report = fold_hin_blocks(onnx.load(str(half)))
+    assert report.fused == 10
+    assert _ops(fused).count("Cast") == 2  # only the graph's FP32 input and output casts remain
+
+
+def test_fresh_weights_through_identity_nodes_fuse(tmp_path):
+    """Fresh instance-norm scales are all equal: the exporter shares them through Identity nodes."""
+    loaded = LoadedModel(random_net(GOPRO_LIKE), GOPRO_LIKE, [], None, None)
+    import torch
+
+    with torch.no_grad():
+        for name, p in loaded.net.named_parameters():
+            if ".norm." in name:
+                p.fill_(1.0 if name.endswith("weight") else 0.0)
+    model = onnx.load(str(_graph(loaded, tmp_path)))
+    assert "Identity" in _ops(model)
+    assert fold_hin_blocks(model)[1].fused == 4
+
+
+def test_anything_else_is_left_alone_with_a_warning(small_onnx):
+    model = onnx.load(str(small_onnx))
+    concat = next(n for n in model.graph.node if n.op_type == "Concat"
+                  and any("norm" in i for i in n.input))
+    concat.input[0], concat.input[1] = concat.input[1], concat.input[0]  # norm half second
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fused, report = fold_hin_blocks(model)
+    assert report.fused == 9 and len(report.skipped) == 1
+    assert "left unfused" in str(caught[0].message)
+    assert _ops(fused).count("InstanceNormalization") == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant, blocks", [("gopro", 4), ("sidd-1x", 10)])
+def test_official_variants(variant, blocks, tmp_path):
+    model = onnx.load(str(_graph(random_model(variant), tmp_path)))
+    assert fold_hin_blocks(model)[1].fused == blocks
+
+
+def test_reference_folds_the_affine_like_instance_norm():
+    rng = np.random.default_rng(1)
+    x = rng.normal(3.0, 2.0, (2, 6, 5, 7)).astype(np.float32)
+    gamma, beta = rng.normal(size=3).astype(np.float32), rng.normal(size=3).astype(np.float32)
+    out = hin_reference(x, gamma, beta, 1e-5, 0.2)
+    first = x[:, :3]
+    normed = (first - first.mean((2, 3), keepdims=True)) / np.sqrt(
+        first.var((2, 3), keepdims=True) + 1e-5) * gamma[:, None, None] + beta[:, None, None]
+    expected = np.concatenate([normed, x[:, 3:]], 1)
+    expected = np.where(expected > 0, expected, 0.2 * expected)
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not on the PATH")
+def test_kernel_compiles_with_nvcc(tmp_path):
+    for arch in ("sm_75", "sm_90"):
+        result = subprocess.run(["nvcc", f"-arch={arch}", "-c", str(KERNEL), "-o",
+                                 str(tmp_path / f"{arch}.o")], capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+
+
+def _cuda_available():
+    try:
+        import cupy
+
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        return False
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _cuda_available(), reason="needs a CUDA GPU and cupy")
+@pytest.mark.parametrize("dtype, tol", [(np.float32, 1e-4), (np.float16, 2e-2)])
+@pytest.mark.parametrize("shape", [(1, 8, 16, 16), (2, 64, 37, 53), (1, 32, 256, 256),
+                                   (1, 16, 720, 1280)])
+def test_kernel_matches_reference_on_gpu(dtype, tol, shape):
+    import cupy as cp
+
+    module = cp.RawModule(code=KERNEL.read_text(), options=("-std=c++17",))
+    kernel = module.get_function("hin_leaky_f32" if dtype == np.float32 else "hin_leaky_f16")
+    rng = np.random.default_rng(2)
+    n, c, h, w = shape
+    x = rng.normal(0.5, 3.0, shape).astype(dtype)
+    gamma = rng.normal(1, 0.3, c // 2).astype(np.float32)
+    beta = rng.normal(0, 0.3, c // 2).astype(np.float32)
+    cache = h * w * 4 <= 48 * 1024
+    y = cp.empty_like(cp.asarray(x))
+    kernel((n * c,), (256,), (cp.asarray(x), y, cp.asarray(gamma), cp.asarray(beta), np.int32(c),
+                              np.int32(c // 2), np.int32(h * w), np.float32(1e-5),
+                              np.float32(0.2), np.int32(cache)),
+           shared_mem=h * w * 4 if cache else 0)
+    want = hin_reference(x.astype(np.float32), gamma, beta, 1e-5, 0.2)
+    np.testing.assert_allclose(cp.asnumpy(y).astype(np.float32), want, rtol=tol, atol=tol)
