@@ -3,8 +3,9 @@
     python benchmarks/restorer_overhead.py [--variant gopro] [--sizes 256 512] [--threads 2]
                                            [--repeats 5] [--rss-4k]
 
-For each size, the three contenders run in turn, round after round (warm-up excluded), so slow
-phases of a noisy machine hit all of them alike; medians and ratios of medians are printed:
+For each size, the three contenders run in turn, round after round (warm-up excluded), the first of
+each round rotating, so slow phases of a noisy machine hit all of them alike; medians and ratios of
+medians are printed:
 - PyTorch eager (FP32, the same weights),
 - a bare onnxruntime.InferenceSession on the padded float32 NCHW tensor,
 - Restorer in whole-image mode on an HxWx3 uint8 image (conversion, padding, cropping included).
@@ -68,9 +69,13 @@ def bench_size(size: int, net, session, restorer, repeats: int, threads: int) ->
     for fn in contenders.values():  # warm-up: allocator arenas, lazy initialisation
         fn()
     times = {name: [] for name in contenders}
-    for _ in range(repeats):
-        for name, fn in contenders.items():
-            times[name].append(timed(fn))
+    names = list(contenders)
+    for round_index in range(repeats):
+        # Rotate who goes first: PyTorch's OpenMP threads spin for a while after it returns and
+        # slow whoever runs next, so no contender may always follow it.
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            times[name].append(timed(contenders[name]))
     return {name: statistics.median(t) for name, t in times.items()}
 
 
@@ -93,7 +98,7 @@ def main(argv=None) -> int:
     parser.add_argument("--variant", default="gopro")
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=6)
     parser.add_argument("--rss-4k", action="store_true")
     parser.add_argument("--child-rss", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

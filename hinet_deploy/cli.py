@@ -133,6 +133,9 @@ def _add_build(sub):
     p.add_argument("--compute-capability", nargs="+", default=(), metavar="SMxx",
                    help="TensorRT-RTX targets, e.g. SM86 SM89")
     p.add_argument("--io-fp16", action="store_true", help="FP16 engine inputs and outputs")
+    p.add_argument("--hin-plugin", action="store_true",
+                   help="fold each HIN block into the fused plugin (falls back, saying why, where "
+                        "the backend cannot host it)")
     p.add_argument("--calib-dir", type=Path, help="INT8: folder of calibration images")
     p.add_argument("--calib-count", type=int, default=32, help="INT8: number of crops")
     p.add_argument("--calib-crop", type=int, default=256, help="INT8: crop size")
@@ -159,7 +162,8 @@ def cmd_build(args) -> int:
     if args.float_layers is not None:
         calib.float_layers = tuple(args.float_layers)
     req = GraphRequest(ckpt=args.ckpt, onnx=args.onnx, variant=args.variant,
-                       precision=args.precision, io_fp16=args.io_fp16, calib=calib)
+                       precision=args.precision, io_fp16=args.io_fp16, calib=calib,
+                       hin_plugin=args.hin_plugin)
     if args.output is not None:
         req.out_dir = args.output.parent
     options = BuildOptions(profile, args.workspace_mb or DEFAULT_WORKSPACE_MB, args.timing_cache,
@@ -197,10 +201,87 @@ def cmd_fidelity(args) -> int:
     return 0
 
 
+def _add_validate(sub):
+    p = sub.add_parser("validate", parents=[_COMMON],
+                       help="PSNR/SSIM of every backend and precision vs clean images and PyTorch")
+    p.add_argument("--ckpt", type=Path, help="checkpoint (default: the demo model)")
+    p.add_argument("--data", type=Path, help="degraded/clean pairs (official layouts) or clean "
+                   "images to add noise to; default: the shipped held-out photographs")
+    p.add_argument("--sigma", type=float, default=25.0, help="noise for clean-only data (0-255)")
+    p.add_argument("--mode", choices=("whole", "grids"), default="whole")
+    p.add_argument("--out-dir", type=Path, default=DEFAULT_BUILD_DIR / "validate")
+    p.add_argument("--json", type=Path, help="default: OUT_DIR/report.json")
+    p.set_defaults(func=cmd_validate)
+
+
+def cmd_validate(args) -> int:
+    from hinet_deploy import figures
+    from hinet_deploy.datasets import open_dataset
+    from hinet_deploy.demo import DEMO_CHECKPOINT
+    from hinet_deploy.files import atomic_path
+    from hinet_deploy.pipeline import GraphRequest
+    from hinet_deploy.validate import Validation, markdown
+
+    ckpt = args.ckpt or DEMO_CHECKPOINT
+    dataset = open_dataset(args.data, args.sigma)
+    json_path = args.json or args.out_dir / "report.json"
+    req = GraphRequest(ckpt=ckpt, out_dir=args.out_dir / "graphs")
+    validation = Validation(ckpt, dataset, req, args.mode, args.out_dir)
+    report = validation.run(json_path)
+    text = markdown(report)
+    with atomic_path(args.out_dir / "report.md") as tmp:
+        tmp.write_text(text)
+    if validation.sample is not None:
+        figures.latency_vs_psnr(report, args.out_dir / "latency_vs_psnr.png")
+        figures.crop_grid(validation.sample, args.out_dir / "crops.png")
+    print(text)
+    print(f"report: {args.out_dir / 'report.md'}, {json_path}")
+    return 130 if report["interrupted"] else 0
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"size {text!r} is not WIDTHxHEIGHT") from exc
+    return height, width
+
+
+def _add_bench(sub):
+    p = sub.add_parser("bench", parents=[_COMMON],
+                       help="latency per backend and precision, side by side, with speed-ups")
+    p.add_argument("--ckpt", type=Path, help="checkpoint (default: the demo model)")
+    p.add_argument("--sizes", type=_size, nargs="+", default=None,
+                   help="WIDTHxHEIGHT ... (default 256x256 1280x720 1920x1080)")
+    p.add_argument("--batch", type=int, nargs="+", default=[1])
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
+    p.add_argument("--out-dir", type=Path, default=DEFAULT_BUILD_DIR / "bench")
+    p.add_argument("--json", type=Path, help="default: OUT_DIR/bench.json")
+    p.set_defaults(func=cmd_bench)
+
+
+def cmd_bench(args) -> int:
+    from hinet_deploy.bench import DEFAULT_SIZES, bench, markdown, write_json
+    from hinet_deploy.demo import DEMO_CHECKPOINT
+    from hinet_deploy.pipeline import GraphRequest
+
+    ckpt = args.ckpt or DEMO_CHECKPOINT
+    req = GraphRequest(ckpt=ckpt, out_dir=args.out_dir / "graphs")
+    report = bench(ckpt, req, tuple(args.sizes or DEFAULT_SIZES), tuple(args.batch),
+                   args.repeats, args.threads)
+    json_path = args.json or args.out_dir / "bench.json"
+    write_json(report, json_path)
+    print(markdown(report))
+    print(f"json: {json_path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hinet-deploy", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_export, _add_macs, _add_demo, _add_build, _add_fidelity):
+    for add in (_add_export, _add_macs, _add_demo, _add_build, _add_fidelity, _add_validate,
+                _add_bench):
         add(sub)
     return parser
 

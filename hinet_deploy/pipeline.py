@@ -39,6 +39,7 @@ class GraphRequest:
     variant: str | None = None
     precision: str = "fp16"
     io_fp16: bool = False
+    hin_plugin: bool = False
     out_dir: Path = DEFAULT_ENGINE_DIR
     calib: CalibOptions = field(default_factory=CalibOptions)
 
@@ -111,6 +112,30 @@ def precision_graph(req: GraphRequest) -> tuple[Path, dict]:
     return dst, facts
 
 
+def plugin_support(backend) -> str | None:
+    """None where the backend can host the fused HIN plugin, else why not."""
+    if backend.name == "tensorrt_rtx":
+        return ("TensorRT-RTX 1.7 cannot host a Python IPluginV3 plugin: its parser aborts the process "
+                "when it creates one (FINDINGS.md)")
+    return "the plugin's TensorRT class is not written yet (the rewrite and kernel are)"
+
+
+def fused_graph(graph: Path) -> tuple[Path, int]:
+    """Writes GRAPH.hin.onnx with every HIN block folded into one plugin node."""
+    import onnx
+
+    from export.hin_fusion import fold_hin_blocks
+    from hinet_deploy.files import atomic_path
+
+    fused, report = fold_hin_blocks(onnx.load(str(graph)))
+    path = graph.with_name(graph.name.removesuffix(".onnx") + ".hin.onnx")
+    with atomic_path(path) as tmp:
+        onnx.save(fused, str(tmp))
+    _log(f"folded {report.fused} HIN blocks into plugin nodes: {path}"
+         + (f"; left alone: {len(report.skipped)}" if report.skipped else ""))
+    return path, report.fused
+
+
 def build(req: GraphRequest, engine_path: Path | None, backend_name: str | None, options,
           verbose: bool = False) -> tuple[Path, dict]:
     """Makes the graph, builds the engine, writes the sidecar; returns (engine, sidecar facts)."""
@@ -120,6 +145,16 @@ def build(req: GraphRequest, engine_path: Path | None, backend_name: str | None,
     backend = load_backend(backend_name)  # before any long work: fail fast without TensorRT
     graph, graph_facts = precision_graph(req)
     engine_path = engine_path or req.out_dir / f"{graph.name.removesuffix('.onnx')}.engine"
+    hin = {"hin_fused": 0, "hin_plugin": False}
+    if req.hin_plugin:
+        fused, count = fused_graph(graph)
+        reason = plugin_support(backend)
+        hin = {"hin_fused": count, "hin_graph": str(fused.resolve()), "hin_plugin": reason is None}
+        if reason is None:
+            graph = fused
+        else:
+            hin["hin_plugin_unavailable"] = reason
+            _log(f"building WITHOUT the HIN plugin: {reason}")
     if options.timing_cache is None:
         options.timing_cache = engine_path.parent / f"{backend.name}.timing.cache"
     multiple = int(graph_metadata(graph).get("size_multiple", 16))
@@ -132,7 +167,7 @@ def build(req: GraphRequest, engine_path: Path | None, backend_name: str | None,
         "profiles": [options.profile.as_dict()], "input": "input", "output": "output",
         "size_multiple": multiple, "workspace_mb": options.workspace_mb,
         "compute_capabilities": list(options.compute_capabilities),
-        "hin_fused": 0, "hin_plugin": False,
+        **hin,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         **graph_facts, **facts,
     }

@@ -54,12 +54,19 @@ def to_network(image) -> tuple[np.ndarray, ImageLayout]:
 
 
 def from_network(chw: np.ndarray, layout: ImageLayout) -> np.ndarray:
-    """3xHxW float result -> the caller's layout and dtype, clipped to the valid range."""
-    hwc = np.clip(chw, 0.0, 1.0).transpose(1, 2, 0)
-    if layout.gray:
-        hwc = hwc.mean(axis=2, keepdims=True)
+    """3xHxW float32 result -> the caller's layout and dtype, clipped to the valid range.
+
+    Works in place on `chw` (the network's own output buffer): a 4K image is 100 MB a copy.
+    """
+    np.clip(chw, 0.0, 1.0, out=chw)
     scale = _SCALE.get(layout.dtype)
-    out = np.rint(hwc * scale).astype(layout.dtype) if scale else hwc.astype(layout.dtype)
+    if scale:
+        chw *= np.float32(scale)
+        np.rint(chw, out=chw)
+    hwc = chw.transpose(1, 2, 0)
+    if layout.gray:
+        hwc = np.rint(hwc.mean(axis=2, keepdims=True)) if scale else hwc.mean(axis=2, keepdims=True)
+    out = hwc.astype(layout.dtype)
     if layout.alpha is not None:
         out = np.concatenate([out, layout.alpha[..., None]], axis=2)
     return out.reshape(layout.shape)

@@ -28,6 +28,9 @@ class Restorer:
                  overlap: int = DEFAULT_OVERLAP, batch: int = DEFAULT_BATCH, **backend_options):
         if batch < 1:
             raise HinetDeployError(f"batch must be at least 1, not {batch}")
+        if mode != "whole" and str(model_path).lower().endswith(".onnx"):
+            # Tiled modes exist to bound memory: trade ORT's arena for a lower peak.
+            backend_options.setdefault("memory_arena", False)
         self.backend = open_backend(model_path, **backend_options)
         self.mode, self.tile, self.overlap = mode, tile, overlap
         fixed = self.backend.fixed_hw

@@ -142,3 +142,16 @@ def test_rtx_engine_needs_a_gpu_to_deserialise_here(small_ckpt, tmp_path):
     has_gpu = shutil.which("nvidia-smi") is not None and \
         subprocess.run(["nvidia-smi"], capture_output=True).returncode == 0
     assert (loaded is not None) == has_gpu
+
+
+@needs_rtx
+def test_hin_plugin_request_falls_back_and_says_why(small_ckpt, tmp_path):
+    req = _request(small_ckpt, tmp_path, "fp16")
+    req.hin_plugin = True
+    engine, facts = build(req, None, "tensorrt_rtx", BuildOptions(profile=SMALL_PROFILE))
+    assert engine.exists()
+    assert facts["hin_fused"] == 10 and facts["hin_plugin"] is False
+    assert "TensorRT-RTX" in facts["hin_plugin_unavailable"]
+    fused = onnx.load(facts["hin_graph"])
+    assert [n.op_type for n in fused.graph.node].count("HalfInstanceNormLeakyReLU") == 10
+    assert facts["onnx"] != facts["hin_graph"]  # the engine was built from the unfused graph

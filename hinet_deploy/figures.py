@@ -1,0 +1,72 @@
+"""PNG figures of a validation: latency vs PSNR per backend, and a crop grid with difference maps."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from hinet_deploy.files import atomic_path
+
+CROP = 160  # pixels: large enough to judge texture, small enough to see pixels in a report
+DIFF_GAIN = 10.0  # |output - PyTorch| is this many times brighter in the heat map
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; no display needed
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+
+
+def latency_vs_psnr(report: dict, path: Path) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in report["results"]:
+        if "psnr" not in r:
+            continue
+        label = f"{r['backend']} {r['precision']}"
+        ax.scatter(r["seconds_per_image"], r["psnr"], s=40)
+        ax.annotate(label, (r["seconds_per_image"], r["psnr"]), textcoords="offset points",
+                    xytext=(5, 4), fontsize=8)
+    ax.set_xlabel("seconds per image (median)")
+    ax.set_ylabel("PSNR vs clean (dB, mean)")
+    ax.set_title(f"{report['device']}", fontsize=9)
+    ax.grid(alpha=0.3)
+    _save(fig, path)
+    plt.close(fig)
+
+
+def _centre_crop(image: np.ndarray) -> np.ndarray:
+    h, w = image.shape[:2]
+    top, left = max(0, (h - CROP) // 2), max(0, (w - CROP) // 2)
+    return image[top:top + CROP, left:left + CROP]
+
+
+def crop_grid(sample, path: Path) -> None:
+    """Row 1: degraded, PyTorch, each other output, clean. Row 2: |output - PyTorch| x DIFF_GAIN."""
+    plt = _pyplot()
+    name, degraded, clean, outputs = sample
+    reference = next(iter(outputs.values()))
+    columns = [("degraded", degraded, None)]
+    columns += [(" ".join(key), out, out) for key, out in outputs.items()]
+    columns += [("clean", clean, None)]
+    fig, axes = plt.subplots(2, len(columns), figsize=(2.2 * len(columns), 4.6), squeeze=False)
+    for col, (title, image, output) in enumerate(columns):
+        axes[0, col].imshow(_centre_crop(image))
+        axes[0, col].set_title(title, fontsize=8)
+        if output is not None:
+            diff = np.abs(output.astype(np.float32) - reference.astype(np.float32)).mean(axis=2)
+            axes[1, col].imshow(_centre_crop(diff) * DIFF_GAIN, cmap="inferno", vmin=0, vmax=255)
+            axes[1, col].set_title(f"|diff| x{DIFF_GAIN:g}, max {diff.max():.0f}", fontsize=7)
+        for row in range(2):
+            axes[row, col].axis("off")
+    fig.suptitle(f"{name}: centre {CROP}x{CROP} crop", fontsize=9)
+    _save(fig, path)
+    plt.close(fig)

@@ -1,0 +1,171 @@
+"""`hinet-deploy validate`: every available backend and precision against the PyTorch reference and
+the clean images, per image and in total, with a report people can look at.
+
+Images are the outer loop, so an interrupted run has complete results for the images it finished;
+the JSON is rewritten after each image.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from hinet_deploy.datasets import Dataset
+from hinet_deploy.files import atomic_path
+from hinet_deploy.pipeline import GraphRequest, precision_graph
+from runtime import Restorer
+from runtime.metrics import psnr, ssim
+
+REFERENCE = ("pytorch", "fp32")
+ONNX_PRECISIONS = ("fp32", "fp16", "int8")
+# Not runnable by the Restorer yet (engines run on a GPU through the TensorRT backend of issue 5).
+UNAVAILABLE = [{"backend": b, "precision": p, "reason": "the Restorer has no TensorRT backend yet, "
+                "and this machine has no GPU"} for b in ("tensorrt", "tensorrt+hin-plugin")
+               for p in ONNX_PRECISIONS]
+
+
+@dataclass
+class ImageResult:
+    name: str
+    psnr: float  # vs clean
+    ssim: float
+    psnr_vs_torch: float
+    seconds: float
+
+
+@dataclass
+class ContenderResult:
+    backend: str
+    precision: str
+    model: str
+    images: list[ImageResult] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        if not self.images:
+            return {}
+        worst = min(self.images, key=lambda r: r.psnr)
+        return {"psnr": statistics.fmean(r.psnr for r in self.images),
+                "ssim": statistics.fmean(r.ssim for r in self.images),
+                "psnr_vs_torch": statistics.fmean(r.psnr_vs_torch for r in self.images),
+                "worst_psnr_vs_torch": min(r.psnr_vs_torch for r in self.images),
+                "worst_image": {"name": worst.name, "psnr": worst.psnr},
+                "seconds_per_image": statistics.median(r.seconds for r in self.images)}
+
+
+def device_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"CPU: {line.split(':', 1)[1].strip()}"
+    except OSError:
+        pass
+    return f"CPU: {platform.processor() or platform.machine()}"
+
+
+def _contenders(ckpt: Path, req: GraphRequest, mode: str):
+    yield REFERENCE, str(ckpt), Restorer(ckpt, mode=mode)
+    for precision in ONNX_PRECISIONS:
+        req.precision = precision
+        graph, _ = precision_graph(req)
+        yield ("onnxruntime", precision), str(graph), Restorer(graph, mode=mode)
+
+
+class Validation:
+    def __init__(self, ckpt: Path, dataset: Dataset, req: GraphRequest, mode: str, out_dir: Path):
+        self.ckpt, self.dataset, self.mode, self.out_dir = ckpt, dataset, mode, Path(out_dir)
+        self.restorers = {}
+        self.results = {}
+        for key, model, restorer in _contenders(ckpt, req, mode):
+            self.restorers[key] = restorer
+            self.results[key] = ContenderResult(*key, model)
+        self.interrupted = False
+        self.sample = None  # (name, degraded, clean, {key: output}) of the first image
+
+    def run(self, json_path: Path | None, log=lambda m: print(m, file=sys.stderr)) -> dict:
+        try:
+            for index, pair in enumerate(self.dataset, 1):
+                self._one_image(pair)
+                log(f"[{index}/{len(self.dataset)}] {pair.name}")
+                if json_path:
+                    self.write_json(json_path)
+        except KeyboardInterrupt:
+            self.interrupted = True
+            log("interrupted: keeping the images finished so far")
+        finally:
+            for restorer in self.restorers.values():
+                restorer.close()
+        if json_path:
+            self.write_json(json_path)
+        return self.as_dict()
+
+    def _one_image(self, pair) -> None:
+        degraded, clean = pair.load()
+        outputs, seconds = {}, {}
+        for key, restorer in self.restorers.items():
+            start = time.perf_counter()
+            outputs[key] = restorer(degraded)
+            seconds[key] = time.perf_counter() - start
+        reference = outputs[REFERENCE]
+        for key, out in outputs.items():
+            self.results[key].images.append(ImageResult(
+                pair.name, psnr(out, clean), ssim(out, clean), psnr(out, reference), seconds[key]))
+        if self.sample is None:
+            self.sample = (pair.name, degraded, clean, outputs)
+
+    def as_dict(self) -> dict:
+        return {
+            "checkpoint": str(self.ckpt), "dataset": self.dataset.description, "mode": self.mode,
+            "device": device_name(), "interrupted": self.interrupted,
+            "metrics": "PSNR/SSIM on RGB, no border crop, 8-bit; SSIM: 11x11 Gaussian, sigma 1.5",
+            "results": [{"backend": r.backend, "precision": r.precision, "model": r.model,
+                         **r.summary(), "images": [asdict(i) for i in r.images]}
+                        for r in self.results.values()],
+            "unavailable": UNAVAILABLE,
+        }
+
+    def write_json(self, path: Path) -> None:
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(_finite(self.as_dict()), indent=2) + "\n")
+
+
+def _finite(obj):
+    """JSON has no infinity: identical images (PSNR inf) are written as null."""
+    if isinstance(obj, float):
+        return obj if np.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def markdown(report: dict) -> str:
+    lines = [f"# HINet validation: {Path(report['checkpoint']).name}", "",
+             f"- dataset: {report['dataset']}", f"- mode: {report['mode']}",
+             f"- device: {report['device']}", f"- {report['metrics']}"]
+    if report["interrupted"]:
+        lines.append("- **interrupted**: results cover the images finished before the stop")
+    lines += ["", "| backend | precision | PSNR | SSIM | PSNR vs PyTorch (mean / worst) | "
+              "worst image | s / image |", "|---|---|---|---|---|---|---|"]
+    for r in report["results"]:
+        if "psnr" not in r:
+            continue
+        vs = "reference" if (r["backend"], r["precision"]) == REFERENCE else \
+            f"{_db(r['psnr_vs_torch'])} / {_db(r['worst_psnr_vs_torch'])}"
+        lines.append(f"| {r['backend']} | {r['precision']} | {_db(r['psnr'])} | {r['ssim']:.4f} | "
+                     f"{vs} | {r['worst_image']['name']} ({_db(r['worst_image']['psnr'])}) | "
+                     f"{r['seconds_per_image']:.2f} |")
+    lines += ["", "Not run here:", ""]
+    lines += [f"- {u['backend']} {u['precision']}: {u['reason']}" for u in report["unavailable"]]
+    lines += ["", "![latency vs PSNR](latency_vs_psnr.png)", "", "![crops](crops.png)", ""]
+    return "\n".join(lines)
+
+
+def _db(value) -> str:
+    return "inf" if value is None or not np.isfinite(value) else f"{value:.2f} dB"

@@ -1,0 +1,127 @@
+"""validate and bench: datasets, JSON schema, metrics computed independently, interrupted runs."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import REPO
+from export.checkpoint import load_checkpoint
+from hinet_deploy.datasets import open_dataset
+from hinet_deploy.pipeline import CalibOptions, GraphRequest
+from hinet_deploy.validate import Validation
+from runtime.metrics import psnr
+
+
+def test_psnr_by_hand():
+    a = np.zeros((4, 4, 3), np.uint8)
+    b = np.full((4, 4, 3), 16, np.uint8)
+    assert psnr(a, b) == pytest.approx(10 * math.log10(255**2 / 16**2))
+    assert psnr(a, a) == math.inf
+
+
+def _save(path, array):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+@pytest.fixture(scope="module")
+def pair_dir(tmp_path_factory):
+    """GoPro-like layout: scene/blur + scene/sharp, files paired by name."""
+    root = tmp_path_factory.mktemp("pairs")
+    rng = np.random.default_rng(3)
+    for scene in ("s1", "s2"):
+        clean = rng.integers(0, 256, (48, 40, 3), dtype=np.uint8)
+        noisy = np.clip(clean + rng.normal(0, 25, clean.shape), 0, 255).astype(np.uint8)
+        _save(root / scene / "sharp" / "000.png", clean)
+        _save(root / scene / "blur" / "000.png", noisy)
+    _save(root / "s1" / "blur" / "unpaired.png", noisy)
+    return root
+
+
+def test_pairs_are_found_by_layout(pair_dir):
+    dataset = open_dataset(pair_dir)
+    assert sorted(p.name for p in dataset) == ["s1/blur/000.png", "s2/blur/000.png"]
+    degraded, clean = dataset.pairs[0].load()
+    assert degraded.shape == clean.shape == (48, 40, 3)
+
+
+def test_clean_folder_gets_the_stated_noise(tmp_path):
+    _save(tmp_path / "a.png", np.full((32, 32, 3), 128, np.uint8))
+    dataset = open_dataset(tmp_path, sigma=10)
+    assert "sigma 10" in dataset.description
+    degraded, clean = dataset.pairs[0].load()
+    assert 8 < (degraded.astype(float) - clean).std() < 12
+
+
+def test_validate_cli_json_and_independent_psnr(pair_dir, tmp_path):
+    out = tmp_path / "v"
+    result = subprocess.run([sys.executable, "-m", "hinet_deploy.cli", "validate", "--data",
+                             str(pair_dir), "--out-dir", str(out), "--json", str(tmp_path / "r.json")],
+                            capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert {"checkpoint", "dataset", "mode", "device", "results", "unavailable"} <= set(report)
+    keys = [(r["backend"], r["precision"]) for r in report["results"]]
+    assert keys == [("pytorch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "fp16"),
+                    ("onnxruntime", "int8")]
+    for r in report["results"]:
+        assert {"psnr", "ssim", "psnr_vs_torch", "worst_image", "seconds_per_image"} <= set(r)
+        assert len(r["images"]) == 2
+    # Recompute the PyTorch row's PSNR for the first pair without the Restorer or the metrics module
+    degraded = np.array(Image.open(pair_dir / "s1" / "blur" / "000.png"))
+    clean = np.array(Image.open(pair_dir / "s1" / "sharp" / "000.png")).astype(np.float64)
+    net = load_checkpoint(REPO / "checkpoints" / "hinet-demo-denoise.pth").net
+    x = torch.from_numpy(degraded.transpose(2, 0, 1).astype(np.float32) / 255)[None]
+    x = torch.nn.functional.pad(x, (0, 8, 0, 0), mode="reflect")  # 40 -> 48 wide
+    with torch.no_grad():
+        y = net(x)[1][0, :, :, :40].clamp(0, 1).numpy().transpose(1, 2, 0)
+    mse = np.mean((np.rint(y * 255) - clean) ** 2)
+    expected = 10 * math.log10(255**2 / mse)
+    assert report["results"][0]["images"][0]["psnr"] == pytest.approx(expected, abs=0.01)
+    for name in ("report.md", "latency_vs_psnr.png", "crops.png"):
+        assert (out / name).stat().st_size > 0
+    assert Image.open(out / "crops.png").size[0] > 400
+
+
+def test_interrupted_run_keeps_finished_images(pair_dir, tmp_path):
+    dataset = open_dataset(pair_dir)
+    first_load = dataset.pairs[0].load
+
+    def interrupt():
+        raise KeyboardInterrupt
+
+    dataset.pairs[1].load = interrupt
+    dataset.pairs[0].load = first_load
+    req = GraphRequest(out_dir=tmp_path / "graphs",
+                       calib=CalibOptions(count=2, crop=64, cache_dir=tmp_path / "cc"))
+    validation = Validation(REPO / "checkpoints" / "hinet-demo-denoise.pth", dataset, req, "whole",
+                            tmp_path)
+    report = validation.run(tmp_path / "r.json", log=lambda m: None)
+    saved = json.loads((tmp_path / "r.json").read_text())
+    assert report["interrupted"] and saved["interrupted"]
+    assert all(len(r["images"]) == 1 for r in saved["results"])
+
+
+def test_bench_json(tmp_path):
+    from hinet_deploy.bench import bench
+
+    req = GraphRequest(out_dir=tmp_path / "graphs",
+                       calib=CalibOptions(count=2, crop=64, cache_dir=tmp_path / "cc"))
+    report = bench(REPO / "checkpoints" / "hinet-demo-denoise.pth", req, sizes=((40, 64),),
+                   repeats=2, threads=1, log=lambda m: None)
+    rows = report["rows"]
+    assert [(r["backend"], r["precision"]) for r in rows] == [
+        ("pytorch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "fp16"), ("onnxruntime", "int8")]
+    assert rows[0]["speedup_vs_pytorch_fp32"] == 1.0
+    for r in rows:
+        assert r["padded"] == [48, 64] and len(r["times_s"]) == 2
+        assert r["p90_s"] >= r["median_s"] > 0
+        assert r["macs_paper_per_image"] > r["macs_per_image"] > 0
+    assert report["device"].startswith("CPU")
