@@ -31,14 +31,13 @@ def latency_vs_psnr(report: dict, path: Path) -> None:
     for r in report["results"]:
         if "psnr" not in r:
             continue
-        label = f"{r['backend']} {r['precision']}"
-        ax.scatter(r["seconds_per_image"], r["psnr"], s=40)
-        ax.annotate(label, (r["seconds_per_image"], r["psnr"]), textcoords="offset points",
-                    xytext=(5, 4), fontsize=8)
+        # A legend, not annotations: points of equal PSNR and similar speed would overlap.
+        ax.scatter(r["seconds_per_image"], r["psnr"], s=40, label=f"{r['backend']} {r['precision']}")
     ax.set_xlabel("seconds per image (median)")
     ax.set_ylabel("PSNR vs clean (dB, mean)")
     ax.set_title(f"{report['device']}", fontsize=9)
     ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     _save(fig, path)
     plt.close(fig)
 
