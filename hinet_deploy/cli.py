@@ -215,27 +215,11 @@ def _add_validate(sub):
 
 
 def cmd_validate(args) -> int:
-    from hinet_deploy import figures
-    from hinet_deploy.datasets import open_dataset
-    from hinet_deploy.demo import DEMO_CHECKPOINT
-    from hinet_deploy.files import atomic_path
-    from hinet_deploy.pipeline import GraphRequest
-    from hinet_deploy.validate import Validation, markdown
+    from hinet_deploy.validate import validate
 
-    ckpt = args.ckpt or DEMO_CHECKPOINT
-    dataset = open_dataset(args.data, args.sigma)
-    json_path = args.json or args.out_dir / "report.json"
-    req = GraphRequest(ckpt=ckpt, out_dir=args.out_dir / "graphs")
-    validation = Validation(ckpt, dataset, req, args.mode, args.out_dir)
-    report = validation.run(json_path)
-    text = markdown(report)
-    with atomic_path(args.out_dir / "report.md") as tmp:
-        tmp.write_text(text)
-    if validation.sample is not None:
-        figures.latency_vs_psnr(report, args.out_dir / "latency_vs_psnr.png")
-        figures.crop_grid(validation.sample, args.out_dir / "crops.png")
+    report, text = validate(args.ckpt, args.data, args.sigma, args.mode, args.out_dir, args.json)
     print(text)
-    print(f"report: {args.out_dir / 'report.md'}, {json_path}")
+    print(f"report: {args.out_dir / 'report.md'}, {args.json or args.out_dir / 'report.json'}")
     return 130 if report["interrupted"] else 0
 
 

@@ -77,8 +77,8 @@ def _contenders(ckpt: Path, req: GraphRequest, mode: str):
 
 
 class Validation:
-    def __init__(self, ckpt: Path, dataset: Dataset, req: GraphRequest, mode: str, out_dir: Path):
-        self.ckpt, self.dataset, self.mode, self.out_dir = ckpt, dataset, mode, Path(out_dir)
+    def __init__(self, ckpt: Path, dataset: Dataset, req: GraphRequest, mode: str):
+        self.ckpt, self.dataset, self.mode = ckpt, dataset, mode
         self.restorers = {}
         self.results = {}
         for key, model, restorer in _contenders(ckpt, req, mode):
@@ -143,6 +143,31 @@ def _finite(obj):
     if isinstance(obj, list):
         return [_finite(v) for v in obj]
     return obj
+
+
+def validate(ckpt: Path | None = None, data: Path | None = None, sigma: float = 25.0,
+             mode: str = "whole", out_dir: Path = Path("build") / "validate",
+             json_path: Path | None = None) -> tuple[dict, str]:
+    """The whole of `hinet-deploy validate`: runs, writes report.md, the JSON and the figures.
+
+    Returns the report (as in the JSON) and its Markdown text.
+    """
+    from hinet_deploy import figures
+    from hinet_deploy.datasets import open_dataset
+    from hinet_deploy.demo import DEMO_CHECKPOINT
+
+    ckpt = Path(ckpt or DEMO_CHECKPOINT)
+    out_dir = Path(out_dir)
+    req = GraphRequest(ckpt=ckpt, out_dir=out_dir / "graphs")
+    validation = Validation(ckpt, open_dataset(data, sigma), req, mode)
+    report = validation.run(json_path or out_dir / "report.json")
+    text = markdown(report)
+    with atomic_path(out_dir / "report.md") as tmp:
+        tmp.write_text(text)
+    if validation.sample is not None:
+        figures.latency_vs_psnr(report, out_dir / "latency_vs_psnr.png")
+        figures.crop_grid(validation.sample, out_dir / "crops.png")
+    return report, text
 
 
 def markdown(report: dict) -> str:

@@ -155,3 +155,15 @@ def test_hin_plugin_request_falls_back_and_says_why(small_ckpt, tmp_path):
     fused = onnx.load(facts["hin_graph"])
     assert [n.op_type for n in fused.graph.node].count("HalfInstanceNormLeakyReLU") == 10
     assert facts["onnx"] != facts["hin_graph"]  # the engine was built from the unfused graph
+
+
+@needs_rtx
+def test_rtx_target_compute_capabilities_are_recorded(small_ckpt, tmp_path):
+    req = _request(small_ckpt, tmp_path, "fp32")
+    options = BuildOptions(profile=SMALL_PROFILE, compute_capabilities=("SM86", "SM89"))
+    _, facts = build(req, None, "tensorrt_rtx", options)
+    assert facts["compute_capabilities"] == ["SM86", "SM89"]
+    with pytest.raises(HinetDeployError, match="unknown compute capability SM90"):
+        build(req, tmp_path / "x.engine", "tensorrt_rtx",
+              BuildOptions(profile=SMALL_PROFILE, compute_capabilities=("SM90",)))
+    assert not (tmp_path / "x.engine").exists()

@@ -101,8 +101,7 @@ def test_interrupted_run_keeps_finished_images(pair_dir, tmp_path):
     dataset.pairs[0].load = first_load
     req = GraphRequest(out_dir=tmp_path / "graphs",
                        calib=CalibOptions(count=2, crop=64, cache_dir=tmp_path / "cc"))
-    validation = Validation(REPO / "checkpoints" / "hinet-demo-denoise.pth", dataset, req, "whole",
-                            tmp_path)
+    validation = Validation(REPO / "checkpoints" / "hinet-demo-denoise.pth", dataset, req, "whole")
     report = validation.run(tmp_path / "r.json", log=lambda m: None)
     saved = json.loads((tmp_path / "r.json").read_text())
     assert report["interrupted"] and saved["interrupted"]
