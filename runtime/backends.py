@@ -21,6 +21,8 @@ ORT_DEFAULT_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
 
 class OnnxRuntimeBackend:
     name = "onnxruntime"
+    max_batch = None  # dynamic graphs take any batch and size
+    max_hw = None
 
     def __init__(self, path, providers=None, threads: int | None = None, memory_arena: bool = True):
         ort = require("onnxruntime", "pip install onnxruntime", "running ONNX graphs")
@@ -68,6 +70,8 @@ class TorchBackend:
     name = "torch"
     fixed_batch = None
     fixed_hw = None
+    max_batch = None
+    max_hw = None
 
     def __init__(self, path, variant: str | None = None, device: str = "cpu"):
         from export.checkpoint import load_checkpoint  # the earlier stage; needs torch
@@ -89,7 +93,8 @@ class TorchBackend:
 
 
 def open_backend(path, **options):
-    """Picks the backend by file type: .onnx -> ONNX Runtime, .pth/.pt -> PyTorch."""
+    """Picks the backend by file type: .onnx -> ONNX Runtime, .pth/.pt -> PyTorch, .engine/.plan ->
+    the TensorRT (or TensorRT-RTX) its sidecar names."""
     path = Path(path)
     suffix = path.suffix.lower()
     if not path.exists():
@@ -98,4 +103,8 @@ def open_backend(path, **options):
         return OnnxRuntimeBackend(path, **options)
     if suffix in (".pth", ".pt"):
         return TorchBackend(path, **options)
-    raise HinetDeployError(f"cannot tell how to run {path.name!r}: expected .onnx or .pth")
+    if suffix in (".engine", ".plan"):
+        from runtime.trt_backend import TensorRtBackend
+
+        return TensorRtBackend(path, **options)
+    raise HinetDeployError(f"cannot tell how to run {path.name!r}: expected .onnx, .pth or .engine")

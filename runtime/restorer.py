@@ -11,7 +11,7 @@ import numpy as np
 from hinet_deploy.errors import HinetDeployError
 from runtime.backends import open_backend
 from runtime.images import from_network, to_network
-from runtime.tiling import DEFAULT_OVERLAP, TilePlan, make_plan, run_plan
+from runtime.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, TilePlan, make_plan, run_plan
 
 DEFAULT_BATCH = 4  # tiles a call in tiled modes; whole-image mode always runs one image
 
@@ -40,7 +40,9 @@ class Restorer:
                     f"{model_path} has a fixed input of {fixed[0]}x{fixed[1]}: use mode='blend' or "
                     f"'grids' with a square fixed size, or export with dynamic shapes")
             self.tile = fixed[0]
-        self.batch = self.backend.fixed_batch or batch
+        if self.backend.max_hw is not None and mode == "blend" and tile is None:
+            self.tile = min(DEFAULT_TILE, *self.backend.max_hw)  # engines: stay in the profile
+        self.batch = self.backend.fixed_batch or min(batch, self.backend.max_batch or batch)
         make_plan(64, 64, mode, self.backend.size_multiple, self.tile, overlap)  # validates early
 
     def plan(self, height: int, width: int) -> TilePlan:

@@ -1,0 +1,108 @@
+"""The TensorRT backend of the Restorer: every check that runs before a GPU is touched, and (marked
+gpu) the engine against the PyTorch reference."""
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+
+from engines.build import BuildOptions, Profile
+from hinet_deploy.errors import HinetDeployError
+from hinet_deploy.pipeline import CalibOptions, GraphRequest, build
+from runtime import Restorer
+from runtime.trt_backend import BufferPlan, check_gpu, check_shape, check_sidecar
+
+needs_rtx = pytest.mark.skipif(importlib.util.find_spec("tensorrt_rtx") is None,
+                               reason="tensorrt_rtx is not installed")
+PROFILE = {"min": [1, 3, 32, 32], "opt": [1, 3, 64, 64], "max": [2, 3, 128, 128]}
+
+
+def _gpu_count() -> int:
+    try:
+        from cuda.bindings import runtime as rt
+
+        err, count = rt.cudaGetDeviceCount()
+        return count if err == rt.cudaError_t.cudaSuccess else 0
+    except ImportError:
+        return 0
+
+
+def test_buffers_grow_only_for_larger_requests():
+    plan = BufferPlan()
+    assert [plan.grow("input", n) for n in (100, 50, 100, 400, 399)] == \
+        [True, False, False, True, False]
+    assert plan.capacity == {"input": 400}
+
+
+def test_version_mismatch_is_refused(tmp_path):
+    sidecar = {"backend": "tensorrt_rtx", "backend_version": "1.6.0.1"}
+    with pytest.raises(HinetDeployError, match="1.6.0.1 but 1.7.1.116 is installed"):
+        check_sidecar(sidecar, "tensorrt_rtx", "1.7.1.116", tmp_path / "e.engine")
+    with pytest.raises(HinetDeployError, match="built with tensorrt_rtx, not tensorrt"):
+        check_sidecar(sidecar, "tensorrt", "10.3.0", tmp_path / "e.engine")
+
+
+def test_gpus_the_engine_cannot_run_on_are_refused():
+    with pytest.raises(HinetDeployError, match=r"H100.*9\.0.*cannot run TensorRT-RTX"):
+        check_gpu("tensorrt_rtx", (9, 0), "NVIDIA H100", [])
+    with pytest.raises(HinetDeployError, match="rebuild with --compute-capability SM86"):
+        check_gpu("tensorrt_rtx", (8, 6), "RTX 3090", ["SM89"])
+    check_gpu("tensorrt_rtx", (8, 9), "RTX 4090", ["SM86", "SM89"])
+    check_gpu("tensorrt", (9, 0), "NVIDIA H100", [])  # full TensorRT built on that GPU
+
+
+def test_shapes_outside_the_profile_are_refused():
+    check_shape((2, 3, 128, 64), PROFILE)
+    with pytest.raises(HinetDeployError, match="blend mode with tile <= 128 and batch <= 2"):
+        check_shape((1, 3, 256, 256), PROFILE)
+    with pytest.raises(HinetDeployError, match="outside the engine's profile"):
+        check_shape((3, 3, 64, 64), PROFILE)
+
+
+def test_engine_without_sidecar(tmp_path):
+    engine = tmp_path / "lonely.engine"
+    engine.write_bytes(b"\0" * 16)
+    with pytest.raises(HinetDeployError, match="has no sidecar lonely.engine.json"):
+        Restorer(engine)
+
+
+@pytest.fixture(scope="module")
+def rtx_engine(small_ckpt, tmp_path_factory):
+    out = tmp_path_factory.mktemp("engine")
+    req = GraphRequest(ckpt=small_ckpt, precision="fp32", out_dir=out,
+                       calib=CalibOptions(cache_dir=out / "cc"))
+    engine, _ = build(req, None, "tensorrt_rtx",
+                      BuildOptions(profile=Profile((1, 32, 32), (1, 64, 64), (2, 128, 128))))
+    return engine
+
+
+@needs_rtx
+@pytest.mark.skipif(_gpu_count() > 0, reason="checks the no-GPU message; this machine has a GPU")
+def test_no_gpu_gives_a_clear_error(rtx_engine):
+    with pytest.raises(HinetDeployError, match="needs an NVIDIA GPU and driver"):
+        Restorer(rtx_engine)
+
+
+@needs_rtx
+def test_edited_sidecar_version_is_caught_before_the_gpu(rtx_engine, tmp_path):
+    engine = tmp_path / rtx_engine.name
+    engine.write_bytes(rtx_engine.read_bytes())
+    sidecar = json.loads(rtx_engine.with_name(rtx_engine.name + ".json").read_text())
+    sidecar["backend_version"] = "1.0.0.0"
+    engine.with_name(engine.name + ".json").write_text(json.dumps(sidecar))
+    with pytest.raises(HinetDeployError, match="engines only load in the version that built them"):
+        Restorer(engine)
+
+
+@pytest.mark.gpu
+@needs_rtx
+@pytest.mark.skipif(_gpu_count() == 0, reason="needs an NVIDIA GPU")
+def test_engine_matches_pytorch_on_gpu(rtx_engine, small_ckpt):
+    image = np.random.default_rng(0).integers(0, 256, (100, 120, 3), dtype=np.uint8)
+    with Restorer(rtx_engine) as engine, Restorer(small_ckpt) as reference:
+        a, b = engine(image), reference(image)
+        for size in ((64, 64), (128, 96), (48, 80)):  # repeated calls at different sizes
+            engine(image[:size[0], :size[1]])
+    assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
