@@ -97,7 +97,7 @@ def test_fixed_shape_graph_needs_tiles(small_ckpt, tmp_path, photo):
 
 
 @pytest.mark.parametrize("name, message", [("model.txt", "does not exist"),
-                                           ("model.bin", "expected .onnx or .pth")])
+                                           ("model.bin", "expected .onnx, .pth or .engine")])
 def test_unknown_model_files(tmp_path, name, message):
     path = tmp_path / name
     if name.endswith(".bin"):
