@@ -112,6 +112,23 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _add_int8_options(p):
+    p.add_argument("--calib-method", choices=CALIBRATION_METHODS, default=DEFAULT_CALIBRATION,
+                   help=f"INT8 calibration (default {DEFAULT_CALIBRATION}: best on the demo model)")
+    p.add_argument("--float-layers", nargs="*", default=None,
+                   help="INT8: module prefixes kept in float (default: conv_01 conv_02 last sam12; "
+                        "give none for all-INT8)")
+
+
+def _calib_options(args, **extra):
+    from hinet_deploy.pipeline import CalibOptions
+
+    calib = CalibOptions(method=args.calib_method, **extra)
+    if args.float_layers is not None:
+        calib.float_layers = tuple(args.float_layers)
+    return calib
+
+
 def _add_build(sub):
     p = sub.add_parser("build", parents=[_COMMON],
                        help="ONNX of a precision -> TensorRT engine + JSON sidecar")
@@ -140,27 +157,22 @@ def _add_build(sub):
     p.add_argument("--calib-count", type=int, default=32, help="INT8: number of crops")
     p.add_argument("--calib-crop", type=int, default=256, help="INT8: crop size")
     p.add_argument("--calib-mode", choices=("random", "grid"), default="random")
-    p.add_argument("--calib-method", choices=CALIBRATION_METHODS, default=DEFAULT_CALIBRATION,
-                   help=f"INT8 calibration (default {DEFAULT_CALIBRATION}: best on the demo model)")
-    p.add_argument("--float-layers", nargs="*", default=None,
-                   help="INT8: module prefixes kept in float (default: conv_01 conv_02 last sam12)")
+    _add_int8_options(p)
     p.add_argument("--verbose", action="store_true", help="show the backend's log")
     p.set_defaults(func=cmd_build, precision=None)
 
 
 def cmd_build(args) -> int:
     from engines.build import DEFAULT_WORKSPACE_MB, BuildOptions, Profile
-    from hinet_deploy.pipeline import CalibOptions, GraphRequest, build
+    from hinet_deploy.pipeline import GraphRequest, build
 
     if args.precision is None:
         raise HinetDeployError("choose a precision: --fp32, --fp16 or --int8")
     defaults = Profile()
     profile = Profile(tuple(args.min or defaults.min), tuple(args.opt or defaults.opt),
                       tuple(args.max or defaults.max))
-    calib = CalibOptions(folder=args.calib_dir, count=args.calib_count, crop=args.calib_crop,
-                         mode=args.calib_mode, method=args.calib_method)
-    if args.float_layers is not None:
-        calib.float_layers = tuple(args.float_layers)
+    calib = _calib_options(args, folder=args.calib_dir, count=args.calib_count,
+                           crop=args.calib_crop, mode=args.calib_mode)
     req = GraphRequest(ckpt=args.ckpt, onnx=args.onnx, variant=args.variant,
                        precision=args.precision, io_fp16=args.io_fp16, calib=calib,
                        hin_plugin=args.hin_plugin)
@@ -180,20 +192,16 @@ def _add_fidelity(sub):
                        help="PSNR/SSIM of the FP32, FP16 and INT8 graphs vs PyTorch and clean images")
     p.add_argument("--ckpt", type=Path, help="checkpoint (default: the demo model)")
     p.add_argument("--out-dir", type=Path, default=DEFAULT_BUILD_DIR / "fidelity")
-    p.add_argument("--calib-method", choices=CALIBRATION_METHODS, default=DEFAULT_CALIBRATION,
-                   help=f"INT8 calibration (default {DEFAULT_CALIBRATION}: best on the demo model)")
-    p.add_argument("--float-layers", nargs="*", default=None)
+    _add_int8_options(p)
     p.add_argument("--json", type=Path, help="also write every number to this JSON file")
     p.set_defaults(func=cmd_fidelity)
 
 
 def cmd_fidelity(args) -> int:
     from hinet_deploy.fidelity import fidelity, format_rows, write_json
-    from hinet_deploy.pipeline import CalibOptions, GraphRequest
+    from hinet_deploy.pipeline import GraphRequest
 
-    calib = CalibOptions(method=args.calib_method)
-    if args.float_layers is not None:
-        calib.float_layers = tuple(args.float_layers)
+    calib = _calib_options(args)
     rows = fidelity(GraphRequest(ckpt=args.ckpt, out_dir=args.out_dir, calib=calib))
     print(format_rows(rows))
     if args.json:

@@ -41,12 +41,13 @@ class Dataset:
         return len(self.pairs)
 
 
-def _rgb(image: np.ndarray) -> np.ndarray:
+def as_rgb8(image: np.ndarray) -> np.ndarray:
+    """HxWx3 uint8: grayscale replicated, alpha dropped; other dtypes refused."""
     if image.ndim == 2:
         image = image[..., None]
     image = np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image[..., :3]
     if image.dtype != np.uint8:
-        raise HinetDeployError("validation takes 8-bit images")
+        raise HinetDeployError(f"8-bit images are needed here, not {image.dtype}")
     return np.ascontiguousarray(image)
 
 
@@ -68,7 +69,7 @@ def paired_folder(root: Path) -> Dataset | None:
             if name in clean:
                 rel = path.relative_to(root)
                 pairs.append(Pair(str(rel), lambda p=path, c=clean[name]: (
-                    _rgb(read_image(p)), _rgb(read_image(c)))))
+                    as_rgb8(read_image(p)), as_rgb8(read_image(c)))))
     return Dataset(f"pairs under {root}", pairs) if pairs else None
 
 
@@ -80,7 +81,7 @@ def noisy_clean_folder(root: Path, sigma: float, seed: int) -> Dataset:
                                f"{', '.join(sorted(CLEAN_DIRS))})")
 
     def load(path, index):
-        clean = _rgb(read_image(path))
+        clean = as_rgb8(read_image(path))
         return add_gaussian_noise(clean, sigma, seed + index), clean
 
     return Dataset(f"clean images in {root} + Gaussian noise sigma {sigma:g} (seed {seed})",

@@ -14,7 +14,7 @@ import numpy as np
 from calib.photos import HELD_OUT, add_gaussian_noise, load_photo
 from export.checkpoint import load_checkpoint
 from export.onnx_export import export_onnx
-from hinet_deploy.errors import HinetDeployError
+from hinet_deploy.datasets import as_rgb8
 from runtime import Restorer
 from runtime.images import read_image, write_image
 from runtime.metrics import psnr
@@ -48,15 +48,6 @@ def side_by_side(*images: np.ndarray, gap: int = 8) -> np.ndarray:
     return np.concatenate(cols[:-1], axis=1)
 
 
-def _rgb8(image: np.ndarray, name: str) -> np.ndarray:
-    """The demo compares and tiles 8-bit RGB; grayscale is replicated, alpha dropped."""
-    if image.dtype != np.uint8:
-        raise HinetDeployError(f"{name}: the demo takes 8-bit images, not {image.dtype}")
-    if image.ndim == 2:
-        image = image[..., None]
-    return np.ascontiguousarray(np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image[..., :3])
-
-
 def evaluate(name: str, clean: np.ndarray, onnx_restorer: Restorer, torch_restorer: Restorer,
              seed: int) -> tuple[DemoRow, np.ndarray, np.ndarray]:
     noisy = add_gaussian_noise(clean, DEMO_SIGMA, seed)
@@ -79,7 +70,7 @@ def run_demo(out_dir: Path, image_path: Path | None = None, seed: int = 0,
     rows = []
     with Restorer(onnx_path) as onnx_restorer, Restorer(checkpoint) as torch_restorer:
         for i, (name, clean) in enumerate(images.items()):
-            clean = _rgb8(clean, name)
+            clean = as_rgb8(clean)
             row, noisy, restored = evaluate(name, clean, onnx_restorer, torch_restorer, seed + i)
             rows.append(row)
             if i == 0:
