@@ -115,8 +115,9 @@ def precision_graph(req: GraphRequest) -> tuple[Path, dict]:
 def plugin_support(backend) -> str | None:
     """None where the backend can host the fused HIN plugin, else why not."""
     if backend.name == "tensorrt_rtx":
-        return ("TensorRT-RTX 1.7 cannot host a Python IPluginV3 plugin: its parser aborts the process "
-                "when it creates one (FINDINGS.md)")
+        # Re-checked by tests/test_engines.py::test_rtx_hosts_a_python_plugin (strict xfail).
+        return ("TensorRT-RTX 1.7 cannot host a Python IPluginV3 plugin: its ONNX parser calls "
+                "std::terminate right after the plugin is created, even for a minimal plugin")
     return "the plugin's TensorRT class is not written yet (the rewrite and kernel are)"
 
 

@@ -167,3 +167,21 @@ def test_rtx_target_compute_capabilities_are_recorded(small_ckpt, tmp_path):
         build(req, tmp_path / "x.engine", "tensorrt_rtx",
               BuildOptions(profile=SMALL_PROFILE, compute_capabilities=("SM90",)))
     assert not (tmp_path / "x.engine").exists()
+
+
+@needs_rtx
+@pytest.mark.xfail(strict=True, reason="TensorRT-RTX 1.7.1's ONNX parser aborts on Python IPluginV3 "
+                   "plugins; when this passes, let build --hin-plugin use the plugin there")
+def test_rtx_hosts_a_python_plugin(tmp_path):
+    x = onnx.helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, ["N", 4, "H", "W"])
+    y = onnx.helper.make_tensor_value_info("output", onnx.TensorProto.FLOAT, ["N", 4, "H", "W"])
+    node = onnx.helper.make_node("HalfInstanceNormLeakyReLU", ["input"], ["output"],
+                                 domain="hinet_deploy")
+    graph = onnx.helper.make_graph([node], "probe", [x], [y])
+    path = tmp_path / "probe.onnx"
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[
+        onnx.helper.make_opsetid("", 17), onnx.helper.make_opsetid("hinet_deploy", 1)]), str(path))
+    probe = REPO / "tests" / "data" / "rtx_python_plugin_probe.py"
+    result = subprocess.run([sys.executable, str(probe), str(path), "4"], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, f"rc {result.returncode}: {result.stderr[-300:]}"
