@@ -5,7 +5,6 @@ noisy.png, restored.png and side_by_side.png (noisy | restored | clean).
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,6 +90,3 @@ def format_rows(rows: list[DemoRow]) -> str:
                  f"(Gaussian noise, sigma {DEMO_SIGMA:g}/255, clipped to 8 bits)")
     return "\n".join(lines)
 
-
-if __name__ == "__main__":
-    sys.exit("run it as: hinet-deploy demo")
