@@ -118,7 +118,7 @@ def plugin_support(backend) -> str | None:
         # Re-checked by tests/test_engines.py::test_rtx_hosts_a_python_plugin (strict xfail).
         return ("TensorRT-RTX 1.7 cannot host a Python IPluginV3 plugin: its ONNX parser calls "
                 "std::terminate right after the plugin is created, even for a minimal plugin")
-    return "the plugin's TensorRT class is not written yet (the rewrite and kernel are)"
+    return None  # full TensorRT: engines.plugin.hin_plugin (its GPU path has not run yet; README)
 
 
 def fused_graph(graph: Path) -> tuple[Path, int]:
@@ -152,6 +152,9 @@ def build(req: GraphRequest, engine_path: Path | None, backend_name: str | None,
         reason = plugin_support(backend)
         hin = {"hin_fused": count, "hin_graph": str(fused.resolve()), "hin_plugin": reason is None}
         if reason is None:
+            from engines.plugin.hin_plugin import register
+
+            register(backend.module)  # before parsing: the parser creates the plugin from the node
             graph = fused
         else:
             hin["hin_plugin_unavailable"] = reason

@@ -114,6 +114,10 @@ class TensorRtBackend:
         check_gpu(trt_backend.name, self.cuda.capability, self.cuda.name,
                   self.sidecar.get("compute_capabilities", []))
         trt = self.trt = trt_backend.module
+        if self.sidecar.get("hin_plugin"):
+            from engines.plugin.hin_plugin import register
+
+            register(trt)  # the engine holds plugin layers: their creator must be known first
         self.logger = trt.Logger(trt.Logger.WARNING)
         self.engine = trt.Runtime(self.logger).deserialize_cuda_engine(self.path.read_bytes())
         if self.engine is None:

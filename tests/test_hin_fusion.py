@@ -142,3 +142,69 @@ def test_kernel_matches_reference_on_gpu(dtype, tol, shape):
            shared_mem=h * w * 4 if cache else 0)
     want = hin_reference(x.astype(np.float32), gamma, beta, 1e-5, 0.2)
     np.testing.assert_allclose(cp.asnumpy(y).astype(np.float32), want, rtol=tol, atol=tol)
+
+
+needs_trt_module = pytest.mark.skipif(
+    not any(__import__("importlib").util.find_spec(m) for m in ("tensorrt", "tensorrt_rtx")),
+    reason="needs tensorrt or tensorrt_rtx for the plugin base classes")
+
+
+def _trt():
+    import importlib
+
+    for name in ("tensorrt", "tensorrt_rtx"):
+        try:
+            return importlib.import_module(name)
+        except ImportError:
+            continue
+    raise AssertionError("unreachable: guarded by needs_trt_module")
+
+
+@needs_trt_module
+def test_plugin_fields_round_trip_through_serialisation():
+    from engines.plugin.hin_plugin import plugin_classes
+
+    trt = _trt()
+    _, creator_class = plugin_classes(trt)
+    creator = creator_class()
+    assert (creator.name, creator.plugin_namespace, creator.plugin_version) == \
+        ("HalfInstanceNormLeakyReLU", "hinet_deploy", "1")
+    fields = trt.PluginFieldCollection([
+        trt.PluginField("epsilon", np.array([1e-5], np.float32), trt.PluginFieldType.FLOAT32),
+        trt.PluginField("negative_slope", np.array([0.2], np.float32), trt.PluginFieldType.FLOAT32),
+        trt.PluginField("gamma", np.array([1.5, 0.5], np.float32), trt.PluginFieldType.FLOAT32),
+        trt.PluginField("beta", np.array([0.1, -0.1], np.float32), trt.PluginFieldType.FLOAT32)])
+    plugin = creator.create_plugin("n", fields, trt.TensorRTPhase.BUILD)
+    again = creator.create_plugin("n", plugin.get_fields_to_serialize(), trt.TensorRTPhase.RUNTIME)
+    for name in ("epsilon", "negative_slope", "gamma", "beta"):
+        np.testing.assert_array_equal(again.fields[name], plugin.fields[name])
+    np.testing.assert_allclose(again.fields["gamma"], [1.5, 0.5])
+    assert plugin.clone().fields["beta"].tolist() == plugin.fields["beta"].tolist()
+
+
+@needs_trt_module
+def test_plugin_takes_linear_float_or_half_with_matching_output():
+    from engines.plugin.hin_plugin import plugin_classes
+
+    trt = _trt()
+    plugin_class, _ = plugin_classes(trt)
+    plugin = plugin_class({"epsilon": [1e-5], "negative_slope": [0.2], "gamma": [1.0],
+                           "beta": [0.0]})
+
+    def desc(dtype):
+        d = trt.DynamicPluginTensorDesc()
+        d.desc.type, d.desc.format = dtype, trt.TensorFormat.LINEAR
+        return d
+
+    half, single, int8 = trt.DataType.HALF, trt.DataType.FLOAT, trt.DataType.INT8
+    assert plugin.supports_format_combination(0, [desc(half), desc(half)], 1)
+    assert plugin.supports_format_combination(1, [desc(single), desc(single)], 1)
+    assert not plugin.supports_format_combination(1, [desc(single), desc(half)], 1)
+    assert not plugin.supports_format_combination(0, [desc(int8), desc(int8)], 1)
+
+
+def test_launch_geometry_caches_small_planes_in_shared_memory():
+    from engines.plugin.hin_plugin import launch_geometry
+
+    assert launch_geometry((2, 64, 64, 64)) == (128, 256, 64 * 64 * 4)
+    assert launch_geometry((1, 32, 720, 1280)) == (32, 256, 0)  # too large: read twice instead
