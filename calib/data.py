@@ -113,22 +113,26 @@ class CalibrationReader:
     def __init__(self, calib: CalibrationSet, batch: int = 1, input_name: str = "input",
                  progress: bool = True):
         self.calib, self.batch, self.input_name, self.progress = calib, batch, input_name, progress
-        self.position = 0
+        self.position, self.end = 0, len(calib.crops)
 
     def get_next(self):
         crops = self.calib.crops
-        if self.position >= len(crops):
-            if self.progress:
+        if self.position >= self.end:
+            if self.progress and self.end == len(crops):
                 print(file=sys.stderr)
             return None
-        batch = np.stack(crops[self.position:self.position + self.batch])
+        batch = np.stack(crops[self.position:min(self.position + self.batch, self.end)])
         self.position += len(batch)
         if self.progress:
             print(f"\rcalibrating {self.position}/{len(crops)}", end="", file=sys.stderr)
         return {self.input_name: batch}
 
+    def set_range(self, start_index: int, end_index: int):
+        """Feeds crops [start, end) only: onnxruntime calls it to calibrate in strides."""
+        self.position, self.end = start_index, min(end_index, len(self.calib.crops))
+
     def rewind(self):
-        self.position = 0
+        self.position, self.end = 0, len(self.calib.crops)
 
     def __len__(self):
         return len(self.calib.crops)

@@ -62,3 +62,18 @@ def test_bad_folders(tmp_path, setup, message):
 def test_missing_folder(tmp_path):
     with pytest.raises(HinetDeployError, match="does not exist"):
         folder_images(tmp_path / "nope")
+
+
+def test_reader_strides_cover_every_crop_once():
+    """onnxruntime's strided calibration calls set_range then drains the reader, stride by stride."""
+    crops = make_crops({"x": np.arange(64 * 64 * 3, dtype=np.uint8).reshape(64, 64, 3) % 251},
+                       crop=16, count=5, progress=False)
+    reader = CalibrationReader(crops, progress=False)
+    seen = []
+    for start in range(0, len(reader), 2):
+        reader.set_range(start_index=start, end_index=start + 2)
+        while (feed := reader.get_next()) is not None:
+            seen.extend(feed["input"])
+    assert len(seen) == 5
+    for got, want in zip(seen, crops.crops):
+        np.testing.assert_array_equal(got, want)
