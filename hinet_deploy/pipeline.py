@@ -115,7 +115,7 @@ def precision_graph(req: GraphRequest) -> tuple[Path, dict]:
 def plugin_support(backend) -> str | None:
     """None where the backend can host the fused HIN plugin, else why not."""
     if backend.name == "tensorrt_rtx":
-        # Re-checked by tests/test_engines.py::test_rtx_hosts_a_python_plugin (strict xfail).
+        # Re-checked by tests/test_engines.py::test_rtx_python_plugin_abort_is_still_there.
         return ("TensorRT-RTX 1.7 cannot host a Python IPluginV3 plugin: its ONNX parser calls "
                 "std::terminate right after the plugin is created, even for a minimal plugin")
     return None  # full TensorRT: engines.plugin.hin_plugin (its GPU path has not run yet; README)

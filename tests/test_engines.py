@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import shutil
+import signal
 import json
 import subprocess
 import sys
@@ -170,13 +171,12 @@ def test_rtx_target_compute_capabilities_are_recorded(small_ckpt, tmp_path):
 
 
 @needs_rtx
-@pytest.mark.xfail(strict=True, reason="TensorRT-RTX 1.7.1's ONNX parser aborts on Python IPluginV3 "
-                   "plugins; when this passes, let build --hin-plugin use the plugin there")
-def test_rtx_hosts_a_python_plugin(tmp_path):
+def test_rtx_python_plugin_abort_is_still_there(tmp_path):
     x = onnx.helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, ["N", 4, "H", "W"])
     y = onnx.helper.make_tensor_value_info("output", onnx.TensorProto.FLOAT, ["N", 4, "H", "W"])
     node = onnx.helper.make_node("HalfInstanceNormLeakyReLU", ["input"], ["output"],
-                                 domain="hinet_deploy")
+                                 domain="hinet_deploy", epsilon=1e-5, negative_slope=0.2,
+                                 gamma=[1.0, 1.0], beta=[0.0, 0.0])
     graph = onnx.helper.make_graph([node], "probe", [x], [y])
     path = tmp_path / "probe.onnx"
     onnx.save(onnx.helper.make_model(graph, opset_imports=[
@@ -184,4 +184,9 @@ def test_rtx_hosts_a_python_plugin(tmp_path):
     probe = REPO / "tests" / "data" / "rtx_python_plugin_probe.py"
     result = subprocess.run([sys.executable, str(probe), str(path), "4"], capture_output=True,
                             text=True, timeout=120)
-    assert result.returncode == 0, f"rc {result.returncode}: {result.stderr[-300:]}"
+    if result.returncode == -signal.SIGABRT and "terminate called" in result.stderr:
+        pytest.xfail("TensorRT-RTX 1.7.1's ONNX parser aborts on Python IPluginV3 plugins")
+    # A tripwire: anything else means this TensorRT-RTX behaves differently from the one
+    # plugin_support() was written for (fixed: let build --hin-plugin use the plugin there).
+    pytest.fail(f"the probe ended with rc {result.returncode}, not the known abort: "
+                f"{result.stderr[-300:]}")
