@@ -1,7 +1,8 @@
 """TensorRT engines on a CUDA GPU: `tensorrt` or `tensorrt_rtx`, whichever built the engine.
 
-Before anything runs, the engine's sidecar, the installed backend and the GPU must agree; each
-disagreement is a HinetDeployError that says what to do. Device memory goes through cuda-python
+Before anything runs, the engine's sidecar and the installed backend must agree, and a GPU must be
+usable; when the engine still does not load, the error says which mismatch of GPU and engine is the
+likely cause. Device memory goes through cuda-python
 (cuda-bindings): pinned host buffers and device buffers, reused across calls and grown only when a
 larger shape arrives, async copies and execute_async_v3 on one CUDA stream.
 """
@@ -47,20 +48,22 @@ def check_sidecar(sidecar: dict, backend_name: str, backend_version: str, engine
             f"rebuild it with hinet-deploy build")
 
 
-def check_gpu(backend_name: str, capability: tuple[int, int], gpu_name: str,
-              targets: list[str]) -> None:
-    """Refuses GPUs the engine cannot run on, before deserialisation can fail obscurely."""
+def gpu_mismatch(backend_name: str, capability: tuple[int, int], gpu_name: str,
+                 targets: list[str]) -> str | None:
+    """Why this GPU may not run the engine, or None. Used to explain a failed deserialisation rather
+    than to refuse up front: whether TensorRT-RTX runs on GPUs outside its list (Hopper) is unknown
+    (FINDINGS.md)."""
     if backend_name != "tensorrt_rtx":
-        return
+        return None
     if capability not in RTX_COMPUTE_CAPABILITIES:
         supported = ", ".join(f"{a}.{b}" for a, b in sorted(RTX_COMPUTE_CAPABILITIES))
-        raise HinetDeployError(
-            f"{gpu_name} (compute capability {capability[0]}.{capability[1]}) cannot run "
-            f"TensorRT-RTX engines (supported: {supported}); build with full TensorRT for it")
+        return (f"{gpu_name} has compute capability {capability[0]}.{capability[1]}, outside "
+                f"TensorRT-RTX's list ({supported}); build with full TensorRT for it")
     wanted = f"SM{capability[0]}{capability[1]}"
     if targets and wanted not in targets:
-        raise HinetDeployError(f"the engine was built for {', '.join(targets)}, not for "
-                               f"{gpu_name} ({wanted}); rebuild with --compute-capability {wanted}")
+        return (f"the engine was built for {', '.join(targets)}, not for {gpu_name} ({wanted}); "
+                f"rebuild with --compute-capability {wanted}")
+    return None
 
 
 def check_shape(shape: tuple[int, int, int, int], profile: dict) -> None:
@@ -111,8 +114,6 @@ class TensorRtBackend:
         check_sidecar(self.sidecar, trt_backend.name, trt_backend.version, self.path)
         self.name = trt_backend.name
         self.cuda = _Cuda(device)
-        check_gpu(trt_backend.name, self.cuda.capability, self.cuda.name,
-                  self.sidecar.get("compute_capabilities", []))
         trt = self.trt = trt_backend.module
         if self.sidecar.get("hin_plugin"):
             from engines.plugin.hin_plugin import register
@@ -121,8 +122,10 @@ class TensorRtBackend:
         self.logger = trt.Logger(trt.Logger.WARNING)
         self.engine = trt.Runtime(self.logger).deserialize_cuda_engine(self.path.read_bytes())
         if self.engine is None:
+            why = gpu_mismatch(trt_backend.name, self.cuda.capability, self.cuda.name,
+                               self.sidecar.get("compute_capabilities", []))
             raise HinetDeployError(f"{trt_backend.name} could not deserialise {self.path} on "
-                                   f"{self.cuda.name}; its log above says why")
+                                   f"{self.cuda.name}: {why or 'its log above says why'}")
         self.context = self.engine.create_execution_context()
         self.size_multiple = int(self.sidecar.get("size_multiple", 16))
         self.profile = self.sidecar["profiles"][0]
