@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from export.checkpoint import load_checkpoint
+from export.model import SIZE_MULTIPLE
 from export.onnx_export import export_onnx, file_sha256, read_metadata
 from export.precision import DEFAULT_CALIBRATION, DEFAULT_FLOAT_LAYERS, to_fp16, to_int8
 from hinet_deploy.errors import HinetDeployError
@@ -144,6 +145,7 @@ def build(req: GraphRequest, engine_path: Path | None, backend_name: str | None,
     from engines.build import build_engine, write_sidecar
 
     backend = load_backend(backend_name)  # before any long work: fail fast without TensorRT
+    options.profile.check(SIZE_MULTIPLE)  # likewise for a bad profile, before calibration
     graph, graph_facts = precision_graph(req)
     engine_path = engine_path or req.out_dir / f"{graph.name.removesuffix('.onnx')}.engine"
     hin = {"hin_fused": 0, "hin_plugin": False}
@@ -161,8 +163,9 @@ def build(req: GraphRequest, engine_path: Path | None, backend_name: str | None,
             _log(f"building WITHOUT the HIN plugin: {reason}")
     if options.timing_cache is None:
         options.timing_cache = engine_path.parent / f"{backend.name}.timing.cache"
-    multiple = int(graph_metadata(graph).get("size_multiple", 16))
-    options.profile.check(multiple)
+    multiple = int(graph_metadata(graph).get("size_multiple", SIZE_MULTIPLE))
+    if multiple != SIZE_MULTIPLE:  # a HINet of another depth
+        options.profile.check(multiple)
     _log(f"building {engine_path} with {backend.name} {backend.version}")
     facts = build_engine(backend, graph, engine_path, options, verbose)
     sidecar = {

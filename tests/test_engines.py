@@ -190,3 +190,11 @@ def test_rtx_python_plugin_abort_is_still_there(tmp_path):
     # plugin_support() was written for (fixed: let build --hin-plugin use the plugin there).
     pytest.fail(f"the probe ended with rc {result.returncode}, not the known abort: "
                 f"{result.stderr[-300:]}")
+
+
+@needs_rtx
+def test_bad_profile_fails_before_any_graph_is_made(small_ckpt, tmp_path):
+    req = _request(small_ckpt, tmp_path, "int8")
+    with pytest.raises(HinetDeployError, match="multiples of 16"):
+        build(req, None, "tensorrt_rtx", BuildOptions(profile=Profile((1, 30, 32))))
+    assert not (tmp_path / "out").exists() and not (tmp_path / "calib-cache").exists()
