@@ -118,8 +118,8 @@ def has_timing_cache(backend: TrtBackend) -> bool:
     return backend.name == "tensorrt"
 
 
-def _load_timing_cache(config, path: Path | None) -> bool:
-    data = path.read_bytes() if path is not None and path.is_file() else b""
+def _load_timing_cache(config, path: Path) -> bool:
+    data = path.read_bytes() if path.is_file() else b""
     cache = config.create_timing_cache(data)
     config.set_timing_cache(cache, ignore_mismatch=False)
     return bool(data)
