@@ -68,13 +68,9 @@ class _Logger:
                 if severity <= trt.ILogger.Severity.WARNING:
                     outer.messages.append(f"[{severity.name}] {msg}")
                     if verbose:
-                        print(f"[{backend_name(trt)}] {msg}", file=sys.stderr)
+                        print(f"[{trt.__name__}] {msg}", file=sys.stderr)
 
         self.logger = Logger()
-
-
-def backend_name(trt) -> str:
-    return trt.__name__
 
 
 def _parse(backend: TrtBackend, builder, onnx_path: Path, log: _Logger):

@@ -56,13 +56,11 @@ def _only_consumer(tensor):
 
 def _skip_cast(tensor, forward: bool):
     """Steps over one Cast after (forward) or before (backward) the instance norm."""
-    import onnx_graphsurgeon as gs  # noqa: F401  (imported for its types by the caller)
-
     if forward:
         node = _only_consumer(tensor)
-        return (node.outputs[0], node) if node.op == "Cast" else (tensor, None)
+        return node.outputs[0] if node.op == "Cast" else tensor
     node = tensor.inputs[0] if tensor.inputs else None
-    return (node.inputs[0], node) if node is not None and node.op == "Cast" else (tensor, None)
+    return node.inputs[0] if node is not None and node.op == "Cast" else tensor
 
 
 def _constant(tensor) -> np.ndarray:
@@ -107,9 +105,9 @@ def _halves(norm_in, other):
 
 
 def _match(inorm):
-    """Returns (X, LeakyRelu node, attrs, nodes to remove) for one instance norm, or raises."""
-    norm_in, cast_in = _skip_cast(inorm.inputs[0], forward=False)
-    norm_out, cast_out = _skip_cast(inorm.outputs[0], forward=True)
+    """Returns (X, LeakyRelu node, plugin attrs) for one instance norm, or raises _NoMatch."""
+    norm_in = _skip_cast(inorm.inputs[0], forward=False)
+    norm_out = _skip_cast(inorm.outputs[0], forward=True)
     concat = _only_consumer(norm_out)
     if concat.op != "Concat" or concat.attrs.get("axis") != 1 or len(concat.inputs) != 2 \
             or concat.inputs[0] is not norm_out:
@@ -125,7 +123,7 @@ def _match(inorm):
     attrs = {"epsilon": float(inorm.attrs.get("epsilon", 1e-5)),
              "negative_slope": float(relu.attrs.get("alpha", 0.01)),
              "gamma": gamma.tolist(), "beta": beta.tolist()}
-    return x, relu, attrs, [n for n in (cast_in, inorm, cast_out, concat) if n is not None]
+    return x, relu, attrs
 
 
 def fold_hin_blocks(model: onnx.ModelProto) -> tuple[onnx.ModelProto, FusionReport]:
@@ -136,7 +134,7 @@ def fold_hin_blocks(model: onnx.ModelProto) -> tuple[onnx.ModelProto, FusionRepo
     report = FusionReport()
     for inorm in [n for n in graph.nodes if n.op == "InstanceNormalization"]:
         try:
-            x, relu, attrs, _ = _match(inorm)
+            x, relu, attrs = _match(inorm)
         except _NoMatch as exc:
             report.skipped.append(f"{inorm.name}: {exc}")
             continue

@@ -5,7 +5,6 @@ batch if the graph has them. Heavy dependencies are imported when a backend is c
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +53,6 @@ class OnnxRuntimeBackend:
         self.fixed_hw = (dims[2], dims[3]) if dims[2] and dims[3] else None
         meta = self.session.get_modelmeta().custom_metadata_map
         self.size_multiple = int(meta.get("hinet.size_multiple", DEFAULT_SIZE_MULTIPLE))
-        self.metadata = {k: v for k, v in meta.items()}
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         feed = {self.input_name: batch.astype(self.input_dtype, copy=False)}
@@ -81,7 +79,6 @@ class TorchBackend:
         self.device = device
         self.net = self.loaded.net.to(device)
         self.size_multiple = self.loaded.size_multiple
-        self.metadata = {"hinet.config": json.dumps(self.loaded.config.as_dict())}
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         with self.torch.inference_mode():
