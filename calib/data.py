@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from calib.photos import TRAIN, add_gaussian_noise, load_photo
+from calib.photos import DEMO_NOISE_SIGMA, TRAIN, add_gaussian_noise, load_photo
 from hinet_deploy.errors import HinetDeployError
 
 DEFAULT_CROP = 256  # the official test crop; also the engines' default optimisation shape
@@ -51,7 +51,7 @@ def folder_images(folder: Path) -> dict[str, np.ndarray]:
     return images
 
 
-def default_images(noise_sigma: float = 25.0, seed: int = 0) -> dict[str, np.ndarray]:
+def default_images(noise_sigma: float = DEMO_NOISE_SIGMA, seed: int = 0) -> dict[str, np.ndarray]:
     """The shipped training photographs with the demo model's Gaussian noise."""
     return {name: add_gaussian_noise(load_photo(name), noise_sigma, seed + i)
             for i, name in enumerate(TRAIN)}

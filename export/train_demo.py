@@ -21,12 +21,12 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from calib.photos import HELD_OUT, TRAIN, load_photo  # noqa: E402
+from calib.photos import DEMO_NOISE_SIGMA, HELD_OUT, TRAIN, load_photo  # noqa: E402
 from export.checkpoint import save_basicsr  # noqa: E402
 from export.model import HINet  # noqa: E402
 from export.variants import DEMO_VARIANT  # noqa: E402
 
-SIGMA = 25.0 / 255.0
+SIGMA = DEMO_NOISE_SIGMA / 255.0
 # Patch 96, batch 8: 0.55 s a step on the 2-core CPU, large enough for stable instance-norm statistics
 # at the deepest level (6x6).
 PATCH, BATCH = 96, 8

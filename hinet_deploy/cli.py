@@ -10,6 +10,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from calib.photos import DEMO_NOISE_SIGMA
 from export.precision import CALIBRATION_METHODS, DEFAULT_CALIBRATION
 from hinet_deploy.errors import HinetDeployError
 
@@ -215,7 +216,8 @@ def _add_validate(sub):
     p.add_argument("--ckpt", type=Path, help="checkpoint (default: the demo model)")
     p.add_argument("--data", type=Path, help="degraded/clean pairs (official layouts) or clean "
                    "images to add noise to; default: the shipped held-out photographs")
-    p.add_argument("--sigma", type=float, default=25.0, help="noise for clean-only data (0-255)")
+    p.add_argument("--sigma", type=float, default=DEMO_NOISE_SIGMA,
+                   help="noise for clean-only data (0-255)")
     p.add_argument("--mode", choices=("whole", "grids"), default="whole")
     p.add_argument("--out-dir", type=Path, default=DEFAULT_BUILD_DIR / "validate")
     p.add_argument("--json", type=Path, help="default: OUT_DIR/report.json")

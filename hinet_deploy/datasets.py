@@ -13,14 +13,13 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from calib.photos import HELD_OUT, add_gaussian_noise, load_photo
+from calib.photos import DEMO_NOISE_SIGMA, HELD_OUT, add_gaussian_noise, load_photo
 from hinet_deploy.errors import HinetDeployError
 from runtime.images import read_image
 
 DEGRADED_DIRS = {"input", "blur", "noisy", "lq", "rain", "degraded"}
 CLEAN_DIRS = {"target", "sharp", "gt", "clean", "norain", "groundtruth"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
-DEFAULT_SIGMA = 25.0  # the demo model's noise, on the 0-255 scale
 
 
 @dataclass
@@ -88,7 +87,7 @@ def noisy_clean_folder(root: Path, sigma: float, seed: int) -> Dataset:
                    [Pair(n, lambda p=p, i=i: load(p, i)) for i, (n, p) in enumerate(images.items())])
 
 
-def shipped_photos(sigma: float = DEFAULT_SIGMA, seed: int = 0) -> Dataset:
+def shipped_photos(sigma: float = DEMO_NOISE_SIGMA, seed: int = 0) -> Dataset:
     def load(name, index):
         clean = load_photo(name)
         return add_gaussian_noise(clean, sigma, seed + index), clean
@@ -98,7 +97,7 @@ def shipped_photos(sigma: float = DEFAULT_SIGMA, seed: int = 0) -> Dataset:
                    [Pair(n, lambda n=n, i=i: load(n, i)) for i, n in enumerate(HELD_OUT)])
 
 
-def open_dataset(root: Path | None, sigma: float = DEFAULT_SIGMA, seed: int = 0) -> Dataset:
+def open_dataset(root: Path | None, sigma: float = DEMO_NOISE_SIGMA, seed: int = 0) -> Dataset:
     if root is None:
         return shipped_photos(sigma, seed)
     root = Path(root)

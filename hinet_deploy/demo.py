@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from calib.photos import HELD_OUT, add_gaussian_noise, load_photo
+from calib.photos import DEMO_NOISE_SIGMA, HELD_OUT, add_gaussian_noise, load_photo
 from export.checkpoint import load_checkpoint
 from export.onnx_export import export_onnx
 from hinet_deploy.datasets import as_rgb8
@@ -19,7 +19,6 @@ from runtime.images import read_image, write_image
 from runtime.metrics import psnr
 
 DEMO_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "hinet-demo-denoise.pth"
-DEMO_SIGMA = 25.0  # the noise the demo model was trained for, on the 0-255 scale
 
 
 @dataclass
@@ -49,7 +48,7 @@ def side_by_side(*images: np.ndarray, gap: int = 8) -> np.ndarray:
 
 def evaluate(name: str, clean: np.ndarray, onnx_restorer: Restorer, torch_restorer: Restorer,
              seed: int) -> tuple[DemoRow, np.ndarray, np.ndarray]:
-    noisy = add_gaussian_noise(clean, DEMO_SIGMA, seed)
+    noisy = add_gaussian_noise(clean, DEMO_NOISE_SIGMA, seed)
     restored = onnx_restorer(noisy)
     reference = torch_restorer(noisy)
     row = DemoRow(name, f"{clean.shape[1]}x{clean.shape[0]}", psnr(noisy, clean),
@@ -87,6 +86,6 @@ def format_rows(rows: list[DemoRow]) -> str:
                      f"+{r.gain:.2f} dB | {r.torch_psnr:.2f} dB | {r.onnx_vs_torch:.1f} dB |")
     mean_gain = np.mean([r.gain for r in rows])
     lines.append(f"\nmean gain over the noisy input: {mean_gain:+.2f} dB "
-                 f"(Gaussian noise, sigma {DEMO_SIGMA:g}/255, clipped to 8 bits)")
+                 f"(Gaussian noise, sigma {DEMO_NOISE_SIGMA:g}/255, clipped to 8 bits)")
     return "\n".join(lines)
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from calib.photos import HELD_OUT, add_gaussian_noise, load_photo
-from hinet_deploy.demo import DEMO_CHECKPOINT, DEMO_SIGMA
+from calib.photos import DEMO_NOISE_SIGMA, HELD_OUT, add_gaussian_noise, load_photo
+from hinet_deploy.demo import DEMO_CHECKPOINT
 from hinet_deploy.files import atomic_path
 from hinet_deploy.pipeline import GraphRequest, precision_graph
 from runtime import Restorer
@@ -39,7 +39,7 @@ def fidelity(req: GraphRequest, precisions=("fp32", "fp16", "int8"), images=HELD
              seed: int = 0) -> list[FidelityRow]:
     ckpt = req.ckpt or DEMO_CHECKPOINT
     clean = {name: load_photo(name) for name in images}
-    noisy = {name: add_gaussian_noise(im, DEMO_SIGMA, seed + i) for i, (name, im)
+    noisy = {name: add_gaussian_noise(im, DEMO_NOISE_SIGMA, seed + i) for i, (name, im)
              in enumerate(clean.items())}
     with Restorer(ckpt) as reference:
         torch_out = {name: reference(im) for name, im in noisy.items()}
@@ -59,7 +59,7 @@ def fidelity(req: GraphRequest, precisions=("fp32", "fp16", "int8"), images=HELD
 
 
 def format_rows(rows: list[FidelityRow], images=HELD_OUT) -> str:
-    lines = [f"held-out photographs: {', '.join(images)}; Gaussian noise sigma {DEMO_SIGMA:g}; "
+    lines = [f"held-out photographs: {', '.join(images)}; Gaussian noise sigma {DEMO_NOISE_SIGMA:g}; "
              f"means over images", "",
              "| precision | PSNR vs clean | gain over noisy | SSIM vs clean | PSNR vs PyTorch FP32 "
              "(mean / worst) |", "|---|---|---|---|---|"]

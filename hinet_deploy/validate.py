@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from calib.photos import DEMO_NOISE_SIGMA
 from hinet_deploy.datasets import Dataset
 from hinet_deploy.files import atomic_path
 from hinet_deploy.pipeline import GraphRequest, precision_graph
@@ -148,7 +149,7 @@ def _finite(obj):
     return obj
 
 
-def validate(ckpt: Path | None = None, data: Path | None = None, sigma: float = 25.0,
+def validate(ckpt: Path | None = None, data: Path | None = None, sigma: float = DEMO_NOISE_SIGMA,
              mode: str = "whole", out_dir: Path = Path("build") / "validate",
              json_path: Path | None = None) -> tuple[dict, str]:
     """The whole of `hinet-deploy validate`: runs, writes report.md, the JSON and the figures.

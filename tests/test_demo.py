@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from calib.photos import HELD_OUT, TRAIN, add_gaussian_noise, load_photo
+from calib.photos import DEMO_NOISE_SIGMA, HELD_OUT, TRAIN, add_gaussian_noise, load_photo
 from conftest import REPO
 from export.checkpoint import load_checkpoint
-from hinet_deploy.demo import DEMO_CHECKPOINT, DEMO_SIGMA
+from hinet_deploy.demo import DEMO_CHECKPOINT
 from runtime import Restorer
 from runtime.metrics import psnr
 
@@ -35,7 +35,7 @@ def test_held_out_photos_are_not_training_photos():
 @pytest.mark.parametrize("name", HELD_OUT)
 def test_denoises_held_out_photos(name):
     clean = load_photo(name)[:256, :320]  # a crop keeps the default suite fast
-    noisy = add_gaussian_noise(clean, DEMO_SIGMA, seed=11)
+    noisy = add_gaussian_noise(clean, DEMO_NOISE_SIGMA, seed=11)
     with Restorer(DEMO_CHECKPOINT) as restore:
         restored = restore(noisy)
     gain = psnr(restored, clean) - psnr(noisy, clean)
