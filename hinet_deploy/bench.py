@@ -20,8 +20,8 @@ import numpy as np
 
 from export.macs import count_macs
 from hinet_deploy.files import atomic_path
-from hinet_deploy.pipeline import GraphRequest, precision_graph
-from hinet_deploy.validate import ONNX_PRECISIONS, UNAVAILABLE, device_name
+from hinet_deploy.pipeline import GraphRequest, precision_graphs
+from hinet_deploy.validate import UNAVAILABLE, device_name
 from runtime.backends import OnnxRuntimeBackend, TorchBackend
 from runtime.tiling import round_up
 
@@ -47,9 +47,7 @@ def _contenders(ckpt: Path, req: GraphRequest, threads: int | None):
     if threads:
         torch.set_num_threads(threads)
     yield BASELINE, TorchBackend(ckpt)
-    for precision in ONNX_PRECISIONS:
-        req.precision = precision
-        graph, _ = precision_graph(req)
+    for precision, graph in precision_graphs(req):
         yield ("onnxruntime", precision), OnnxRuntimeBackend(graph, threads=threads)
 
 

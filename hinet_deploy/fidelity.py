@@ -15,7 +15,7 @@ import numpy as np
 from calib.photos import DEMO_NOISE_SIGMA, HELD_OUT, add_gaussian_noise, load_photo
 from hinet_deploy.demo import DEMO_CHECKPOINT
 from hinet_deploy.files import atomic_path
-from hinet_deploy.pipeline import GraphRequest, precision_graph
+from hinet_deploy.pipeline import PRECISIONS, GraphRequest, precision_graphs
 from runtime import Restorer
 from runtime.metrics import psnr, ssim
 
@@ -35,7 +35,7 @@ class FidelityRow:
         return self.psnr - self.noisy_psnr
 
 
-def fidelity(req: GraphRequest, precisions=("fp32", "fp16", "int8"), images=HELD_OUT,
+def fidelity(req: GraphRequest, precisions=PRECISIONS, images=HELD_OUT,
              seed: int = 0) -> list[FidelityRow]:
     ckpt = req.ckpt or DEMO_CHECKPOINT
     clean = {name: load_photo(name) for name in images}
@@ -44,9 +44,7 @@ def fidelity(req: GraphRequest, precisions=("fp32", "fp16", "int8"), images=HELD
     with Restorer(ckpt) as reference:
         torch_out = {name: reference(im) for name, im in noisy.items()}
     rows = []
-    for precision in precisions:
-        req.precision = precision
-        graph, _ = precision_graph(req)
+    for precision, graph in precision_graphs(req, precisions):
         with Restorer(graph) as restore:
             outs = {name: restore(im) for name, im in noisy.items()}
         vs_torch = [psnr(outs[n], torch_out[n]) for n in images]

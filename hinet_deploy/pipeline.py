@@ -5,6 +5,7 @@ engine was built from.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import sys
 from dataclasses import dataclass, field
@@ -111,6 +112,13 @@ def precision_graph(req: GraphRequest) -> tuple[Path, dict]:
         _log(f"calibration ranges reused from {facts['calibration_cache']}")
     facts["calibration_images"] = str(calib.folder or "shipped photographs + sigma 25 noise")
     return dst, facts
+
+
+def precision_graphs(req: GraphRequest, precisions=PRECISIONS):
+    """(precision, graph) for each precision, made from one request that is left unchanged."""
+    for precision in precisions:
+        graph, _ = precision_graph(dataclasses.replace(req, precision=precision))
+        yield precision, graph
 
 
 def plugin_support(backend) -> str | None:

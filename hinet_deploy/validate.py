@@ -19,19 +19,19 @@ import numpy as np
 from calib.photos import DEMO_NOISE_SIGMA
 from hinet_deploy.datasets import Dataset
 from hinet_deploy.files import atomic_path
-from hinet_deploy.pipeline import GraphRequest, precision_graph
+from hinet_deploy.pipeline import PRECISIONS, GraphRequest, precision_graphs
 from runtime import Restorer
 from runtime.metrics import psnr, ssim
 
 REFERENCE = ("pytorch", "fp32")
-ONNX_PRECISIONS = ("fp32", "fp16", "int8")
 # Contenders this command does not run yet. TensorRT engines run in the Restorer on a GPU, but this
-# command does not build and time them yet; the fused HIN plugin has no TensorRT class yet.
+# command does not build and time them yet.
 UNAVAILABLE = [{"backend": "tensorrt", "precision": p,
                 "reason": "engines need an NVIDIA GPU; validate does not build and run them yet"}
-               for p in ONNX_PRECISIONS] + \
+               for p in PRECISIONS] + \
               [{"backend": "tensorrt+hin-plugin", "precision": p,
-                "reason": "the fused HIN plugin has no TensorRT class yet"} for p in ONNX_PRECISIONS]
+                "reason": "engines need an NVIDIA GPU, and TensorRT-RTX cannot host the plugin"}
+               for p in PRECISIONS]
 
 
 @dataclass
@@ -74,9 +74,7 @@ def device_name() -> str:
 
 def _contenders(ckpt: Path, req: GraphRequest, mode: str):
     yield REFERENCE, str(ckpt), Restorer(ckpt, mode=mode)
-    for precision in ONNX_PRECISIONS:
-        req.precision = precision
-        graph, _ = precision_graph(req)
+    for precision, graph in precision_graphs(req):
         yield ("onnxruntime", precision), str(graph), Restorer(graph, mode=mode)
 
 
