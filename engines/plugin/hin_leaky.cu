@@ -7,14 +7,23 @@
 // only go through the LeakyReLU. When a plane fits in shared memory (cache_plane != 0, dynamic
 // shared memory of H*W floats), the input is read from global memory once; otherwise twice.
 // Compiled at run time with NVRTC (no host code here), and by the tests with nvcc.
-#include <cuda_fp16.h>
+// FP16 values travel as their raw 16 bits (unsigned short) and are converted with PTX cvt, so the
+// source needs no header: NVRTC finds no cuda_fp16.h on machines without the CUDA toolkit.
 
 namespace {
 
 __device__ __forceinline__ float load(const float* p, int i) { return p[i]; }
-__device__ __forceinline__ float load(const __half* p, int i) { return __half2float(p[i]); }
+__device__ __forceinline__ float load(const unsigned short* p, int i) {
+  float v;
+  asm("cvt.f32.f16 %0, %1;" : "=f"(v) : "h"(p[i]));
+  return v;
+}
 __device__ __forceinline__ void store(float* p, int i, float v) { p[i] = v; }
-__device__ __forceinline__ void store(__half* p, int i, float v) { p[i] = __float2half_rn(v); }
+__device__ __forceinline__ void store(unsigned short* p, int i, float v) {
+  unsigned short h;
+  asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(v));
+  p[i] = h;
+}
 
 __device__ __forceinline__ float leaky(float v, float slope) { return v >= 0.f ? v : v * slope; }
 
@@ -98,7 +107,7 @@ extern "C" __global__ void hin_leaky_f32(const float* x, float* y, const float* 
   hin_leaky(x, y, gamma, beta, channels, half, hw, eps, slope, cache_plane);
 }
 
-extern "C" __global__ void hin_leaky_f16(const __half* x, __half* y, const float* gamma,
+extern "C" __global__ void hin_leaky_f16(const unsigned short* x, unsigned short* y, const float* gamma,
                                          const float* beta, int channels, int half, int hw,
                                          float eps, float slope, int cache_plane) {
   hin_leaky(x, y, gamma, beta, channels, half, hw, eps, slope, cache_plane);
