@@ -6,7 +6,8 @@ For each shape (the HIN blocks of HINet at 256x256 and 1280x720, plus odd sizes)
 FP16 it
 - launches the kernel exactly as the TensorRT plugin does (engines.plugin.hin_plugin._Kernel: NVRTC
   for this GPU, cuda-python launch) and compares it with the numpy oracle (export.hin_fusion);
-- times it against PyTorch's unfused chain on the same GPU (chunk -> instance_norm with affine ->
+- times it (splits 0: one block per plane cached in shared memory; n: each plane over n blocks)
+  against PyTorch's unfused chain on the same GPU (chunk -> instance_norm with affine ->
   cat -> leaky_relu, the ONNX pattern of a HIN block), with CUDA events, rounds alternating;
 - prints medians, the fused/unfused speed-up and the kernel's effective bandwidth (bytes read and
   written once each: the least any implementation must move).
@@ -24,7 +25,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from engines.plugin.hin_plugin import _Kernel  # noqa: E402
+from engines.plugin.hin_plugin import _Kernel, launch_plan, workspace_bytes  # noqa: E402
 from export.hin_fusion import hin_reference  # noqa: E402
 
 EPS, SLOPE = 1e-5, 0.2
@@ -68,7 +69,7 @@ def main(argv=None) -> int:
     print(f"GPU: {torch.cuda.get_device_name()}, torch {torch.__version__}")
     rng = np.random.default_rng(0)
     rows, failures = [], 0
-    header = (f"{'shape':>20} {'dtype':>7} {'max err':>9} {'fused ms':>9} {'torch ms':>9} "
+    header = (f"{'shape':>20} {'dtype':>7} {'splits':>6} {'max err':>9} {'fused ms':>9} {'torch ms':>9} "
               f"{'speed-up':>8} {'GB/s':>7}")
     print(header)
     for shape in SHAPES:
@@ -83,9 +84,12 @@ def main(argv=None) -> int:
             g = torch.from_numpy(gamma).cuda()
             bt = torch.from_numpy(beta).cuda()
             stream = torch.cuda.current_stream().cuda_stream
+            workspace = torch.empty(max(workspace_bytes(shape), 4), dtype=torch.uint8,
+                                    device="cuda")
 
             def fused():
-                kernel.launch(dtype, shape, x.data_ptr(), y.data_ptr(), EPS, SLOPE, stream)
+                kernel.launch(dtype, shape, x.data_ptr(), y.data_ptr(), EPS, SLOPE, stream,
+                              workspace.data_ptr())
 
             def reference():
                 # instance_norm wants the affine in the input's dtype
@@ -108,11 +112,12 @@ def main(argv=None) -> int:
             fused_ms = statistics.median(times["fused"])
             torch_ms = statistics.median(times["torch"])
             gbps = 2 * x.numel() * x.element_size() / fused_ms / 1e6
-            row = dict(shape="x".join(map(str, shape)), dtype=np.dtype(dtype).name, max_err=err,
+            row = dict(shape="x".join(map(str, shape)), dtype=np.dtype(dtype).name,
+                       splits=launch_plan(shape)[0], max_err=err,
                        ok=ok, fused_ms=fused_ms, torch_ms=torch_ms, speedup=torch_ms / fused_ms,
                        gbps=gbps)
             rows.append(row)
-            print(f"{row['shape']:>20} {row['dtype']:>7} {err:9.2e}{'' if ok else '!'} "
+            print(f"{row['shape']:>20} {row['dtype']:>7} {row['splits']:>6} {err:9.2e}{'' if ok else '!'} "
                   f"{fused_ms:9.4f} {torch_ms:9.4f} {row['speedup']:7.2f}x {gbps:7.0f}",
                   flush=True)
     speedups = [r["speedup"] for r in rows]

@@ -123,25 +123,26 @@ def _cuda_available():
 @pytest.mark.skipif(not _cuda_available(), reason="needs a CUDA GPU and cupy")
 @pytest.mark.parametrize("dtype, tol", [(np.float32, 1e-4), (np.float16, 2e-2)])
 @pytest.mark.parametrize("shape", [(1, 8, 16, 16), (2, 64, 37, 53), (1, 32, 256, 256),
-                                   (1, 16, 720, 1280)])
+                                   (1, 16, 720, 1280), (3, 6, 301, 77), (1, 2, 1, 1)])
 def test_kernel_matches_reference_on_gpu(dtype, tol, shape):
+    """The kernels as the plugin's enqueue runs them: NVRTC for this GPU, cuda-python launches,
+    both the shared-memory and the split path (H*W not a multiple of the block size included)."""
     import cupy as cp
 
-    module = cp.RawModule(code=KERNEL.read_text(), options=("-std=c++17",))
-    kernel = module.get_function("hin_leaky_f32" if dtype == np.float32 else "hin_leaky_f16")
+    from engines.plugin.hin_plugin import _Kernel, workspace_bytes
+
     rng = np.random.default_rng(2)
-    n, c, h, w = shape
+    c = shape[1]
     x = rng.normal(0.5, 3.0, shape).astype(dtype)
     gamma = rng.normal(1, 0.3, c // 2).astype(np.float32)
     beta = rng.normal(0, 0.3, c // 2).astype(np.float32)
-    cache = h * w * 4 <= 48 * 1024
-    y = cp.empty_like(cp.asarray(x))
-    kernel((n * c,), (256,), (cp.asarray(x), y, cp.asarray(gamma), cp.asarray(beta), np.int32(c),
-                              np.int32(c // 2), np.int32(h * w), np.float32(1e-5),
-                              np.float32(0.2), np.int32(cache)),
-           shared_mem=h * w * 4 if cache else 0)
+    kernel = _Kernel(gamma, beta)
+    d_x, d_y = cp.asarray(x), cp.empty(shape, dtype)
+    workspace = cp.empty(max(workspace_bytes(shape), 4), cp.uint8)
+    kernel.launch(dtype, shape, d_x.data.ptr, d_y.data.ptr, 1e-5, 0.2,
+                  cp.cuda.get_current_stream().ptr, workspace.data.ptr)
     want = hin_reference(x.astype(np.float32), gamma, beta, 1e-5, 0.2)
-    np.testing.assert_allclose(cp.asnumpy(y).astype(np.float32), want, rtol=tol, atol=tol)
+    np.testing.assert_allclose(cp.asnumpy(d_y).astype(np.float32), want, rtol=tol, atol=tol)
 
 
 needs_trt_module = pytest.mark.skipif(
@@ -203,8 +204,15 @@ def test_plugin_takes_linear_float_or_half_with_matching_output():
     assert not plugin.supports_format_combination(0, [desc(int8), desc(int8)], 1)
 
 
-def test_launch_geometry_caches_small_planes_in_shared_memory():
-    from engines.plugin.hin_plugin import launch_geometry
+def test_launch_plan_caches_small_planes_and_splits_large_ones():
+    from engines.plugin.hin_plugin import launch_plan, workspace_bound, workspace_bytes
 
-    assert launch_geometry((2, 64, 64, 64)) == (128, 256, 64 * 64 * 4)
-    assert launch_geometry((1, 32, 720, 1280)) == (32, 256, 0)  # too large: read twice instead
+    assert launch_plan((2, 64, 64, 64)) == (0, 64 * 64 * 4)  # 16 KB: one block, plane cached
+    assert launch_plan((1, 64, 720, 1280)) == (16, 0)  # 64 planes -> 16 blocks each
+    assert launch_plan((1, 2, 1, 12289)) == (32, 0)  # capped: one warp merges the partials
+    assert launch_plan((4, 512, 128, 128)) == (1, 0)  # enough planes already
+    assert workspace_bytes((1, 64, 720, 1280)) == 32 * 16 * 3 * 4
+    assert workspace_bytes((2, 64, 64, 64)) == 0
+    # a smaller batch can need more splits than the largest: the bound covers every batch size
+    sizes = [workspace_bytes((k, 64, 720, 1280)) for k in range(1, 5)]
+    assert workspace_bound((4, 64, 720, 1280)) == max(sizes) > sizes[-1]

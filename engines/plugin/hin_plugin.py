@@ -5,8 +5,11 @@ graph rewrite (export/hin_fusion.py) writes, so the ONNX parser creates it from 
 kernel (hin_leaky.cu) is compiled with NVRTC for the GPU it runs on and launched through cuda-python.
 The classes are made for whichever TensorRT module is given (`tensorrt` or `tensorrt_rtx`).
 
-Status: build-time methods and field (de)serialisation are tested on a CPU; the GPU path (NVRTC,
-module load, launch) has not run yet, and TensorRT-RTX 1.7 aborts on any Python plugin (README).
+Status: build-time methods and field (de)serialisation are tested on a CPU; the kernels, compiled
+by NVRTC and launched through `_Kernel` as enqueue does, were checked against the numpy oracle on an
+H100 (benchmarks/hin_kernel.py, tests/test_hin_fusion.py). Never run inside an engine: TensorRT-RTX
+1.7 aborts on any Python plugin and does not run on Hopper, and full TensorRT is not installable
+here (README).
 """
 from __future__ import annotations
 
@@ -20,17 +23,37 @@ NAMESPACE = "hinet_deploy"  # = export.hin_fusion.PLUGIN_DOMAIN
 VERSION = "1"
 FIELDS = ("epsilon", "negative_slope", "gamma", "beta")
 KERNEL_SOURCE = Path(__file__).with_name("hin_leaky.cu")
-THREADS = 256  # per block; one block per (n, c) plane
+THREADS = 256  # per block
 SHARED_PLANE_BYTES = 48 * 1024  # planes up to this size are cached in shared memory (no opt-in)
+TARGET_BLOCKS = 1024  # enough blocks in flight to fill a large GPU (132 SMs on an H100)
+MAX_SPLITS = 32  # one warp merges a plane's partial statistics
 
 _registered: dict[str, object] = {}  # module name -> creator; the registry keeps raw pointers
 
 
-def launch_geometry(shape) -> tuple[int, int, int]:
-    """(blocks, threads, dynamic shared bytes) for an N x C x H x W input."""
+def launch_plan(shape) -> tuple[int, int]:
+    """(splits, dynamic shared bytes) for an N x C x H x W input. splits 0: one block per plane with
+    the plane in shared memory (hin_leaky); else hin_stats + hin_apply, each plane over `splits`
+    blocks, so that few large planes still fill the GPU."""
     n, c, h, w = shape
     plane = h * w * 4
-    return n * c, THREADS, plane if plane <= SHARED_PLANE_BYTES else 0
+    if plane <= SHARED_PLANE_BYTES:
+        return 0, plane
+    wanted = -(-TARGET_BLOCKS // (n * c))
+    return max(1, min(MAX_SPLITS, wanted, -(-h * w // THREADS))), 0
+
+
+def workspace_bytes(shape) -> int:
+    """Partial statistics of the split path: N * C/2 * splits * (count, mean, M2) floats."""
+    splits, _ = launch_plan(shape)
+    return shape[0] * (shape[1] // 2) * splits * 3 * 4
+
+
+def workspace_bound(max_shape) -> int:
+    """The most workspace_bytes of any shape inside a profile whose largest input is `max_shape`:
+    splits grow with H*W but shrink with N, so every batch size up to the largest is tried."""
+    n, c, h, w = max_shape
+    return max(workspace_bytes((k, c, h, w)) for k in range(1, n + 1))
 
 
 def compile_ptx(capability: tuple[int, int]) -> bytes:
@@ -63,11 +86,14 @@ class _Kernel:
         from cuda.bindings import driver, runtime
 
         self.drv = driver
+        self._check(runtime.cudaFree(0))  # makes the device's primary context current if none is
         props = self._check(runtime.cudaGetDeviceProperties(self._check(runtime.cudaGetDevice())))
         module = self._check(driver.cuModuleLoadData(compile_ptx((props.major, props.minor))))
-        self.functions = {np.dtype(np.float32): self._check(
-            driver.cuModuleGetFunction(module, b"hin_leaky_f32")),
-            np.dtype(np.float16): self._check(driver.cuModuleGetFunction(module, b"hin_leaky_f16"))}
+        self.functions = {
+            (kind, np.dtype(dtype)): self._check(driver.cuModuleGetFunction(
+                module, f"hin_{kind}_{suffix}".encode()))
+            for kind in ("leaky", "stats", "apply")
+            for dtype, suffix in ((np.float32, "f32"), (np.float16, "f16"))}
         self.gamma = self._upload(gamma)
         self.beta = self._upload(beta)
 
@@ -84,14 +110,29 @@ class _Kernel:
         self._check(self.drv.cuMemcpyHtoD(ptr, values.ctypes.data, values.nbytes))
         return int(ptr)
 
-    def launch(self, dtype, shape, x: int, y: int, epsilon: float, slope: float, stream: int):
-        blocks, threads, shared = launch_geometry(shape)
+    def launch(self, dtype, shape, x: int, y: int, epsilon: float, slope: float, stream: int,
+               workspace: int = 0):
+        """One HIN block on the GPU; `workspace` holds workspace_bytes(shape) (split path only)."""
+        splits, shared = launch_plan(shape)
         n, c, h, w = shape
-        args = ((x, y, self.gamma, self.beta, c, c // 2, h * w, epsilon, slope, int(shared > 0)),
-                (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int,
-                 ctypes.c_int, ctypes.c_int, ctypes.c_float, ctypes.c_float, ctypes.c_int))
-        self._check(self.drv.cuLaunchKernel(self.functions[np.dtype(dtype)], blocks, 1, 1,
-                                            threads, 1, 1, shared, stream, args, 0))
+        dtype, i, f, p = np.dtype(dtype), ctypes.c_int, ctypes.c_float, ctypes.c_void_p
+        if splits == 0:
+            self._launch(("leaky", dtype), n * c, shared, stream,
+                         (x, y, self.gamma, self.beta, c, c // 2, h * w, epsilon, slope),
+                         (p, p, p, p, i, i, i, f, f))
+            return
+        if not workspace:
+            raise RuntimeError(f"HIN kernel at {shape} needs a workspace of "
+                               f"{workspace_bytes(shape)} bytes")
+        self._launch(("stats", dtype), n * (c // 2) * splits, 0, stream,
+                     (x, workspace, c, c // 2, h * w, splits), (p, p, i, i, i, i))
+        self._launch(("apply", dtype), n * c * splits, 0, stream,
+                     (x, y, workspace, self.gamma, self.beta, c, c // 2, h * w, splits, epsilon,
+                      slope), (p, p, p, p, p, i, i, i, i, f, f))
+
+    def _launch(self, key, blocks: int, shared: int, stream: int, values, types):
+        self._check(self.drv.cuLaunchKernel(self.functions[key], blocks, 1, 1, THREADS, 1, 1,
+                                            shared, stream, (values, types), 0))
 
 
 def plugin_classes(trt):
@@ -134,7 +175,7 @@ def plugin_classes(trt):
             pass
 
         def get_workspace_size(self, inputs, outputs):
-            return 0
+            return workspace_bound(tuple(inputs[0].max))
 
         def get_valid_tactics(self):
             return []
@@ -158,7 +199,7 @@ def plugin_classes(trt):
                 self.kernel = _Kernel(self.fields["gamma"], self.fields["beta"])
             self.kernel.launch(self.dtype, self.shape, inputs[0], outputs[0],
                                float(self.fields["epsilon"][0]),
-                               float(self.fields["negative_slope"][0]), stream)
+                               float(self.fields["negative_slope"][0]), stream, workspace)
 
     class HinPluginCreator(trt.IPluginCreatorV3One):
         def __init__(self):
