@@ -27,20 +27,31 @@ class ImageLayout:
     alpha: np.ndarray | None
 
 
+def check_image(shape: tuple[int, ...], dtype: np.dtype) -> None:
+    """Refuses, with the reason, what the Restorer cannot take; numpy and GPU arrays alike."""
+    if dtype not in _SCALE and dtype not in _FLOATS:
+        raise HinetDeployError(f"image dtype {dtype} is not supported: give uint8, uint16 or "
+                               f"float in [0, 1]")
+    hwc = shape + (1,) if len(shape) == 2 else shape
+    if len(hwc) != 3 or hwc[2] not in (1, 3, 4):
+        raise HinetDeployError(f"image of shape {tuple(shape)} is not HxW, HxWx1, HxWx3 (RGB) or "
+                               f"HxWx4 (RGBA); channels go last")
+    if hwc[0] < 1 or hwc[1] < 1:
+        raise HinetDeployError(f"image of shape {tuple(shape)} is empty")
+
+
+def scale_of(dtype: np.dtype) -> float | None:
+    """What 1.0 is in this integer dtype; None for floats, already in [0, 1]."""
+    return _SCALE.get(np.dtype(dtype))
+
+
 def to_network(image) -> tuple[np.ndarray, ImageLayout]:
     """HxW, HxWx1, HxWx3 or HxWx4 uint8/uint16/float array -> (3xHxW float32 in [0,1], layout)."""
     image = np.asarray(image)
-    if image.dtype not in _SCALE and image.dtype not in _FLOATS:
-        raise HinetDeployError(f"image dtype {image.dtype} is not supported: give uint8, uint16 or "
-                               f"float in [0, 1]")
+    check_image(image.shape, image.dtype)
     original_shape = image.shape
     if image.ndim == 2:
         image = image[..., None]
-    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
-        raise HinetDeployError(f"image of shape {image.shape} is not HxW, HxWx1, HxWx3 (RGB) or "
-                               f"HxWx4 (RGBA); channels go last")
-    if image.shape[0] < 1 or image.shape[1] < 1:
-        raise HinetDeployError(f"image of shape {image.shape} is empty")
     channels = image.shape[2]
     alpha = image[..., 3].copy() if channels == 4 else None
     rgb = np.repeat(image, 3, axis=2) if channels == 1 else image[..., :3]

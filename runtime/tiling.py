@@ -110,32 +110,96 @@ def _ramp_weights(extent: int, start: int, tile: int, ramp: int):
     return weight
 
 
-def pad_to(image_chw: np.ndarray, height: int, width: int) -> np.ndarray:
+class NumpyOps:
+    """The few array operations tiling needs, on numpy arrays (host memory)."""
+
+    def pad(self, chw, height: int, width: int):
+        return np.pad(chw, ((0, 0), (0, height - chw.shape[1]), (0, width - chw.shape[2])),
+                      mode="reflect")
+
+    def zeros(self, shape):
+        return np.zeros(shape, dtype=np.float32)
+
+    def stack(self, items):
+        return np.stack(items)
+
+    def concat(self, items):
+        return np.concatenate(items)
+
+    def constant(self, values: np.ndarray):
+        return values
+
+
+class TorchOps:
+    """The same operations on torch tensors, on the device the image lives on (GPU pipelines)."""
+
+    def __init__(self, device):
+        import torch
+
+        self.torch, self.device = torch, device
+
+    def pad(self, chw, height: int, width: int):
+        # torch's reflect pad stops at the input's extent; steps reflect as numpy does beyond it
+        functional = self.torch.nn.functional
+        while chw.shape[1] < height or chw.shape[2] < width:
+            dh = min(height - chw.shape[1], chw.shape[1] - 1)
+            dw = min(width - chw.shape[2], chw.shape[2] - 1)
+            if dh == dw == 0:  # a 1-pixel axis reflects to itself: repeat it
+                return functional.pad(chw[None], (0, width - chw.shape[2], 0,
+                                                  height - chw.shape[1]), mode="replicate")[0]
+            chw = functional.pad(chw[None], (0, dw, 0, dh), mode="reflect")[0]
+        return chw
+
+    def zeros(self, shape):
+        return self.torch.zeros(shape, dtype=self.torch.float32, device=self.device)
+
+    def stack(self, items):
+        return self.torch.stack(items)
+
+    def concat(self, items):
+        return self.torch.cat(items)
+
+    def constant(self, values: np.ndarray):
+        return self.torch.from_numpy(values).to(self.device)
+
+
+NUMPY = NumpyOps()
+
+
+def ops_for(array):
+    """NumpyOps for numpy arrays, TorchOps for torch tensors (on their device)."""
+    return NUMPY if isinstance(array, np.ndarray) else TorchOps(array.device)
+
+
+def pad_to(image_chw, height: int, width: int, ops=NUMPY):
     """Reflect-pads bottom and right: mirrored content keeps instance-norm statistics natural."""
-    _, h, w = image_chw.shape
-    if (h, w) == (height, width):
+    if tuple(image_chw.shape[1:]) == (height, width):
         return image_chw
-    return np.pad(image_chw, ((0, 0), (0, height - h), (0, width - w)), mode="reflect")
+    return ops.pad(image_chw, height, width)
 
 
-def run_plan(image_chw: np.ndarray, plan: TilePlan, run_batch: Callable[[np.ndarray], np.ndarray],
-             batch: int = 1) -> np.ndarray:
-    """Runs `run_batch` (N,3,th,tw float32 -> same) over the plan and returns the (3,H,W) result."""
+def run_plan(image_chw, plan: TilePlan, run_batch: Callable, batch: int = 1):
+    """Runs `run_batch` (N,3,th,tw float32 -> same) over the plan and returns the (3,H,W) result.
+
+    `image_chw` is a numpy array or a torch tensor (on any device); the tiles, the accumulation and
+    the result stay in that kind of array and on that device.
+    """
+    ops = ops_for(image_chw)
     channels, height, width = image_chw.shape
-    padded = pad_to(image_chw, plan.height, plan.width)
+    padded = pad_to(image_chw, plan.height, plan.width, ops)
     if len(plan.windows) == 1:  # whole image: no accumulation buffers, no copies
         return run_batch(padded[None])[0, :, :height, :width]
-    out = np.zeros((channels, plan.height, plan.width), dtype=np.float32)
-    weight_sum = np.zeros((plan.height, plan.width), dtype=np.float32)
+    out = ops.zeros((channels, plan.height, plan.width))
+    weight_sum = ops.zeros((plan.height, plan.width))
     windows = plan.windows
     for first in range(0, len(windows), batch):
         group = windows[first:first + batch]
-        crops = np.stack([padded[:, t:t + plan.tile_h, s:s + plan.tile_w] for t, s in group])
+        crops = ops.stack([padded[:, t:t + plan.tile_h, s:s + plan.tile_w] for t, s in group])
         results = run_batch(crops)
         for (t, s), result in zip(group, results):
             wy = _ramp_weights(plan.height, t, plan.tile_h, plan.ramp)
             wx = _ramp_weights(plan.width, s, plan.tile_w, plan.ramp)
-            w2 = wy[:, None] * wx[None, :]
+            w2 = ops.constant(wy[:, None] * wx[None, :])
             out[:, t:t + plan.tile_h, s:s + plan.tile_w] += result * w2
             weight_sum[t:t + plan.tile_h, s:s + plan.tile_w] += w2
     out /= weight_sum
