@@ -3,15 +3,22 @@
     from runtime import Restorer
     with Restorer("hinet.onnx") as restore:          # mode="whole" | "grids" | "blend"
         clean = restore(noisy_uint8_hxwx3)
+
+numpy images come back as numpy; torch or cupy images on a GPU come back as the same kind of array
+on the same device, converted and tiled there (runtime.device). Backends that run on the GPU
+(TensorRT, PyTorch on CUDA) take them without a copy; ONNX Runtime gets them through host memory.
 """
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 
 from hinet_deploy.errors import HinetDeployError
 from runtime.backends import open_backend
+from runtime.device import as_torch, from_network_device, is_device_array, like, to_network_device
 from runtime.images import from_network, to_network
-from runtime.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, TilePlan, make_plan, run_plan
+from runtime.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, TilePlan, make_plan, ops_for, run_plan
 
 DEFAULT_BATCH = 4  # tiles a call in tiled modes; whole-image mode always runs one image
 
@@ -28,10 +35,14 @@ class Restorer:
                  overlap: int = DEFAULT_OVERLAP, batch: int = DEFAULT_BATCH, **backend_options):
         if batch < 1:
             raise HinetDeployError(f"batch must be at least 1, not {batch}")
-        if mode != "whole" and str(model_path).lower().endswith(".onnx"):
+        if mode != "whole" and isinstance(model_path, (str, Path)) and \
+                str(model_path).lower().endswith(".onnx"):
             # Tiled modes exist to bound memory: trade ORT's arena for a lower peak.
             backend_options.setdefault("memory_arena", False)
-        self.backend = open_backend(model_path, **backend_options)
+        # A path picks its backend by file type; an object with run() and size_multiple (one of
+        # runtime.backends, or the caller's own) is used as it is.
+        self.backend = model_path if hasattr(model_path, "run") else \
+            open_backend(model_path, **backend_options)
         self.mode, self.tile, self.overlap = mode, tile, overlap
         fixed = self.backend.fixed_hw
         if fixed is not None:
@@ -48,19 +59,35 @@ class Restorer:
     def plan(self, height: int, width: int) -> TilePlan:
         return make_plan(height, width, self.mode, self.backend.size_multiple, self.tile, self.overlap)
 
-    def _run_batch(self, crops: np.ndarray) -> np.ndarray:
+    def _run_batch(self, crops):
+        """N x 3 x h x w crops (numpy, or a torch tensor on a GPU) through the backend."""
         fixed = self.backend.fixed_batch
-        if fixed is None or len(crops) == fixed:
-            return self.backend.run(crops)
-        padded = np.concatenate([crops, np.repeat(crops[-1:], fixed - len(crops), axis=0)])
-        return self.backend.run(padded)[:len(crops)]
+        count = len(crops)
+        if fixed is not None and count != fixed:  # repeat the last crop up to the graph's batch
+            crops = ops_for(crops).concat([crops] + [crops[-1:]] * (fixed - count))
+        if isinstance(crops, np.ndarray):
+            out = self.backend.run(crops)
+        elif hasattr(self.backend, "run_device"):
+            out = self.backend.run_device(crops)
+        else:  # a host backend: through host memory
+            import torch
 
-    def restore_chw(self, chw: np.ndarray) -> np.ndarray:
-        """3xHxW float32 in [0,1] -> 3xHxW float32 (unclipped): the network's own format."""
+            out = torch.from_numpy(self.backend.run(crops.cpu().numpy())).to(crops.device)
+        return out[:count]
+
+    def restore_chw(self, chw):
+        """3xHxW float32 in [0,1] -> 3xHxW float32 (unclipped): the network's own format. A numpy
+        array, or a torch tensor on a GPU (the result stays there)."""
         plan = self.plan(chw.shape[1], chw.shape[2])
         return run_plan(chw, plan, self._run_batch, self.batch)
 
-    def __call__(self, image) -> np.ndarray:
+    def __call__(self, image):
+        if is_device_array(image):
+            import torch
+
+            with torch.no_grad():
+                chw, layout = to_network_device(as_torch(image))
+                return like(from_network_device(self.restore_chw(chw), layout), image)
         chw, layout = to_network(image)
         return from_network(self.restore_chw(chw), layout)
 

@@ -1,10 +1,17 @@
 """TensorRT engines on a CUDA GPU: `tensorrt` or `tensorrt_rtx`, whichever built the engine.
 
-Before anything runs, the engine's sidecar and the installed backend must agree, and a GPU must be
-usable; when the engine still does not load, the error says which mismatch of GPU and engine is the
-likely cause. Device memory goes through cuda-python
-(cuda-bindings): pinned host buffers and device buffers, reused across calls and grown only when a
-larger shape arrives, async copies and execute_async_v3 on one CUDA stream.
+Before anything runs, the engine's sidecar and the installed backend must agree and the GPU must be
+one the backend runs on; when the engine still does not load, the error says which mismatch of GPU
+and engine is the likely cause.
+
+EngineRunner moves batches through an execution context, apart from how the context was made:
+- numpy in, numpy out: pinned host buffers and device buffers (cuda-python, cuda-bindings), reused
+  across calls and grown only when a larger shape arrives, async copies and execute_async_v3 on the
+  runner's own CUDA stream;
+- torch CUDA tensors in and out (`run_device`): the tensors' own memory is bound to the engine, no
+  copy at all, ordered after and before the caller's current stream;
+- optional CUDA graphs: TensorRT-RTX captures natively (its runtime config); for full TensorRT the
+  runner captures execute_async_v3 once per input shape and replays it.
 """
 from __future__ import annotations
 
@@ -19,8 +26,14 @@ from engines.build import read_sidecar
 from hinet_deploy.errors import HinetDeployError
 from hinet_deploy.lazy import require
 
-# TensorRT-RTX 1.7 runs engines only on these GPUs (its ComputeCapability enum; FINDINGS.md).
-RTX_COMPUTE_CAPABILITIES = {(7, 5), (8, 0), (8, 6), (8, 9), (12, 0), (12, 1)}
+# TensorRT-RTX 1.7.1 runs engines only on these GPUs, as its runtime says when refusing an H100
+# ("Supported compute capabilities: 8.0 8.6 8.9 12.0 12.1 >12.0"; measured, README). Its build-time
+# ComputeCapability enum also names SM75, which the runtime does not list.
+RTX_COMPUTE_CAPABILITIES = {(8, 0), (8, 6), (8, 9), (12, 0), (12, 1)}
+
+
+def rtx_runs_on(capability: tuple[int, int]) -> bool:
+    return capability in RTX_COMPUTE_CAPABILITIES or capability > (12, 1)
 INSTALL_CUDA = "pip install cuda-bindings"
 
 
@@ -50,15 +63,15 @@ def check_sidecar(sidecar: dict, backend_name: str, backend_version: str, engine
 
 def gpu_mismatch(backend_name: str, capability: tuple[int, int], gpu_name: str,
                  targets: list[str]) -> str | None:
-    """Why this GPU may not run the engine, or None. Used to explain a failed deserialisation rather
-    than to refuse up front: whether TensorRT-RTX runs on GPUs outside its list (Hopper) is unknown
-    (FINDINGS.md)."""
+    """Why this GPU cannot run the engine, or None. A GPU outside TensorRT-RTX's list is refused
+    before the engine is read; a missing build target explains a failed deserialisation."""
     if backend_name != "tensorrt_rtx":
         return None
-    if capability not in RTX_COMPUTE_CAPABILITIES:
+    if not rtx_runs_on(capability):
         supported = ", ".join(f"{a}.{b}" for a, b in sorted(RTX_COMPUTE_CAPABILITIES))
         return (f"{gpu_name} has compute capability {capability[0]}.{capability[1]}, outside "
-                f"TensorRT-RTX's list ({supported}); build with full TensorRT for it")
+                f"TensorRT-RTX's list ({supported}, and newer): data-centre GPUs such as the "
+                f"H100 need full TensorRT; build the engine with it on that machine")
     wanted = f"SM{capability[0]}{capability[1]}"
     if targets and wanted not in targets:
         return (f"the engine was built for {', '.join(targets)}, not for {gpu_name} ({wanted}); "
@@ -86,11 +99,15 @@ class _Cuda:
         if err != self.rt.cudaError_t.cudaSuccess or not count:
             raise HinetDeployError(f"running a TensorRT engine needs an NVIDIA GPU and driver; "
                                    f"none is usable here ({self.error_text(err)})")
+        if not 0 <= device < count:
+            raise HinetDeployError(f"there is no CUDA device {device}; this machine has {count}")
+        self.device = device
         self.call(self.rt.cudaSetDevice(device))
         props = self.call(self.rt.cudaGetDeviceProperties(device))
         self.capability = (props.major, props.minor)
         self.name = props.name.decode(errors="replace").strip("\x00")
-        self.stream = self.call(self.rt.cudaStreamCreate())
+        self.stream = self.call(self.rt.cudaStreamCreateWithFlags(
+            self.rt.cudaStreamNonBlocking))
 
     def error_text(self, err) -> str:
         return self.rt.cudaGetErrorString(err)[1].decode(errors="replace")
@@ -101,19 +118,158 @@ class _Cuda:
             raise HinetDeployError(f"CUDA error: {self.error_text(err)}")
         return rest[0] if len(rest) == 1 else (rest or None)
 
+    def free_bytes(self) -> int:
+        return self.call(self.rt.cudaMemGetInfo())[0]
+
+    def close(self) -> None:
+        self.rt.cudaStreamDestroy(self.stream)
+
+
+class EngineRunner:
+    """Runs N x 3 x H x W batches through an execution context ("input" -> "output").
+
+    `context` needs set_input_shape, set_tensor_address and execute_async_v3 (TensorRT's
+    IExecutionContext). `capture` records one CUDA graph per input shape and replays it; only for
+    contexts whose backend does not capture by itself.
+    """
+
+    def __init__(self, cuda: _Cuda, context, io_dtype: dict, profile: dict, capture: bool = False):
+        self.cuda, self.context, self.io_dtype, self.profile = cuda, context, io_dtype, profile
+        self.capture = capture
+        self.plan = BufferPlan()
+        self.device_ptr: dict[str, int] = {}
+        self.host_ptr: dict[str, int] = {}
+        self.graphs: dict[tuple, object] = {}  # input shape -> instantiated CUDA graph
+
+    def _buffers(self, name: str, nbytes: int):
+        rt, call = self.cuda.rt, self.cuda.call
+        if self.plan.grow(name, nbytes):
+            self._drop_graphs()  # they hold the old addresses
+            if name in self.device_ptr:
+                call(rt.cudaFree(self.device_ptr.pop(name)))
+                call(rt.cudaFreeHost(self.host_ptr.pop(name)))
+            self.device_ptr[name] = call(rt.cudaMalloc(nbytes))
+            self.host_ptr[name] = call(rt.cudaMallocHost(nbytes))
+        return self.device_ptr[name], self.host_ptr[name]
+
+    def _host_view(self, name: str, shape) -> np.ndarray:
+        dtype = self.io_dtype[name]
+        count = int(np.prod(shape))
+        raw = (ctypes.c_byte * (count * dtype.itemsize)).from_address(self.host_ptr[name])
+        return np.frombuffer(raw, dtype=dtype, count=count).reshape(shape)
+
+    def _nbytes(self, shape) -> dict[str, int]:
+        count = int(np.prod(shape))
+        return {n: count * self.io_dtype[n].itemsize for n in ("input", "output")}
+
+    def _execute(self, shape, d_in: int, d_out: int, stream) -> None:
+        self.context.set_input_shape("input", tuple(shape))
+        self.context.set_tensor_address("input", d_in)
+        self.context.set_tensor_address("output", d_out)
+        if self.capture:
+            self._replay(tuple(shape), stream)
+        elif not self.context.execute_async_v3(int(stream)):
+            raise HinetDeployError(f"the engine failed to run at {'x'.join(map(str, shape))}")
+
+    def _replay(self, shape: tuple, stream) -> None:
+        rt, call = self.cuda.rt, self.cuda.call
+        if shape not in self.graphs:
+            # The first run does the work TensorRT defers to it (allocations, shape set-up), which
+            # stream capture forbids; the second is recorded.
+            if not self.context.execute_async_v3(int(stream)):
+                raise HinetDeployError(f"the engine failed to run at {'x'.join(map(str, shape))}")
+            call(rt.cudaStreamSynchronize(stream))
+            call(rt.cudaStreamBeginCapture(
+                stream, rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal))
+            ran = self.context.execute_async_v3(int(stream))
+            graph = call(rt.cudaStreamEndCapture(stream))
+            if not ran:
+                rt.cudaGraphDestroy(graph)
+                raise HinetDeployError("the engine could not be captured in a CUDA graph; run "
+                                       "without cuda_graph")
+            self.graphs[shape] = call(rt.cudaGraphInstantiate(graph, 0))
+            call(rt.cudaGraphDestroy(graph))
+        call(rt.cudaGraphLaunch(self.graphs[shape], stream))
+
+    def _drop_graphs(self) -> None:
+        for graph in self.graphs.values():
+            self.cuda.rt.cudaGraphExecDestroy(graph)
+        self.graphs = {}
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """numpy in, numpy out, through pinned host buffers."""
+        rt, call, stream = self.cuda.rt, self.cuda.call, self.cuda.stream
+        check_shape(batch.shape, self.profile)
+        nbytes = self._nbytes(batch.shape)
+        d_in, h_in = self._buffers("input", nbytes["input"])
+        d_out, h_out = self._buffers("output", nbytes["output"])
+        np.copyto(self._host_view("input", batch.shape), batch, casting="same_kind")
+        h2d, d2h = rt.cudaMemcpyKind.cudaMemcpyHostToDevice, rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        call(rt.cudaMemcpyAsync(d_in, h_in, nbytes["input"], h2d, stream))
+        self._execute(batch.shape, d_in, d_out, stream)
+        call(rt.cudaMemcpyAsync(h_out, d_out, nbytes["output"], d2h, stream))
+        call(rt.cudaStreamSynchronize(stream))
+        return self._host_view("output", batch.shape).astype(np.float32)
+
+    def run_device(self, batch):
+        """A torch CUDA tensor in, a float32 torch CUDA tensor out: the engine reads and writes the
+        tensors' own memory (with CUDA graphs, one device-to-device copy each way into the graph's
+        fixed buffers). Ordered after the caller's current stream, and before it again."""
+        import torch
+
+        check_shape(tuple(batch.shape), self.profile)
+        if batch.device.type != "cuda" or batch.device.index != self.cuda.device:
+            raise HinetDeployError(f"the engine runs on cuda:{self.cuda.device}; the tensor is on "
+                                   f"{batch.device}")
+        dtypes = {n: getattr(torch, self.io_dtype[n].name) for n in ("input", "output")}
+        x = batch.to(dtypes["input"]).contiguous()
+        y = torch.empty(tuple(batch.shape), dtype=dtypes["output"], device=batch.device)
+        caller = torch.cuda.current_stream(batch.device)
+        ours = torch.cuda.ExternalStream(int(self.cuda.stream), device=batch.device)
+        ours.wait_stream(caller)
+        x.record_stream(ours)  # the caching allocator must not hand these out while we run
+        y.record_stream(ours)
+        if self.capture:
+            rt, call = self.cuda.rt, self.cuda.call
+            nbytes = self._nbytes(batch.shape)
+            d_in, _ = self._buffers("input", nbytes["input"])
+            d_out, _ = self._buffers("output", nbytes["output"])
+            d2d = rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice
+            call(rt.cudaMemcpyAsync(d_in, x.data_ptr(), nbytes["input"], d2d, self.cuda.stream))
+            self._execute(batch.shape, d_in, d_out, self.cuda.stream)
+            call(rt.cudaMemcpyAsync(y.data_ptr(), d_out, nbytes["output"], d2d, self.cuda.stream))
+        else:
+            self._execute(batch.shape, x.data_ptr(), y.data_ptr(), self.cuda.stream)
+        caller.wait_stream(ours)
+        return y.float()
+
+    def close(self) -> None:
+        rt = self.cuda.rt
+        rt.cudaStreamSynchronize(self.cuda.stream)
+        self._drop_graphs()
+        for ptr in self.device_ptr.values():
+            rt.cudaFree(ptr)
+        for ptr in self.host_ptr.values():
+            rt.cudaFreeHost(ptr)
+        self.device_ptr, self.host_ptr = {}, {}
+        self.context = None
+
 
 class TensorRtBackend:
     name = "tensorrt"
     fixed_batch = None
     fixed_hw = None
 
-    def __init__(self, path, device: int = 0):
+    def __init__(self, path, device: int = 0, cuda_graph: bool = False):
         self.path = Path(path)
         self.sidecar = read_sidecar(self.path)
         trt_backend = load_backend(self.sidecar.get("backend"))
         check_sidecar(self.sidecar, trt_backend.name, trt_backend.version, self.path)
         self.name = trt_backend.name
         self.cuda = _Cuda(device)
+        if trt_backend.name == "tensorrt_rtx" and not rtx_runs_on(self.cuda.capability):
+            raise HinetDeployError(f"{self.path} cannot run here: " + gpu_mismatch(
+                trt_backend.name, self.cuda.capability, self.cuda.name, []))
         trt = self.trt = trt_backend.module
         if self.sidecar.get("hin_plugin"):
             from engines.plugin.hin_plugin import register
@@ -126,57 +282,30 @@ class TensorRtBackend:
                                self.sidecar.get("compute_capabilities", []))
             raise HinetDeployError(f"{trt_backend.name} could not deserialise {self.path} on "
                                    f"{self.cuda.name}: {why or 'its log above says why'}")
-        self.context = self.engine.create_execution_context()
+        native_graphs = hasattr(trt, "CudaGraphStrategy")  # TensorRT-RTX captures by itself
+        if cuda_graph and native_graphs:
+            config = self.engine.create_runtime_config()
+            config.cuda_graph_strategy = trt.CudaGraphStrategy.WHOLE_GRAPH_CAPTURE
+            context = self.engine.create_execution_context(config)
+        else:
+            context = self.engine.create_execution_context()
         self.size_multiple = int(self.sidecar.get("size_multiple", 16))
         self.profile = self.sidecar["profiles"][0]
         self.max_hw = (self.profile["max"][2], self.profile["max"][3])
         self.max_batch = self.profile["max"][0]
-        self.io_dtype = {n: np.dtype(trt.nptype(self.engine.get_tensor_dtype(n)))
-                         for n in ("input", "output")}
-        self.plan = BufferPlan()
-        self.device_ptr: dict[str, int] = {}
-        self.host_ptr: dict[str, int] = {}
-
-    def _buffers(self, name: str, nbytes: int):
-        rt, call = self.cuda.rt, self.cuda.call
-        if self.plan.grow(name, nbytes):
-            if name in self.device_ptr:
-                call(rt.cudaFree(self.device_ptr[name]))
-                call(rt.cudaFreeHost(self.host_ptr[name]))
-            self.device_ptr[name] = call(rt.cudaMalloc(nbytes))
-            self.host_ptr[name] = call(rt.cudaMallocHost(nbytes))
-        return self.device_ptr[name], self.host_ptr[name]
-
-    def _host_view(self, name: str, shape) -> np.ndarray:
-        dtype = self.io_dtype[name]
-        count = int(np.prod(shape))
-        raw = (ctypes.c_byte * (count * dtype.itemsize)).from_address(self.host_ptr[name])
-        return np.frombuffer(raw, dtype=dtype, count=count).reshape(shape)
+        io_dtype = {n: np.dtype(trt.nptype(self.engine.get_tensor_dtype(n)))
+                    for n in ("input", "output")}
+        self.runner = EngineRunner(self.cuda, context, io_dtype, self.profile,
+                                   capture=cuda_graph and not native_graphs)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        rt, call, stream = self.cuda.rt, self.cuda.call, self.cuda.stream
-        check_shape(batch.shape, self.profile)
-        nbytes = {n: batch.size * self.io_dtype[n].itemsize for n in ("input", "output")}
-        d_in, _ = self._buffers("input", nbytes["input"])
-        d_out, _ = self._buffers("output", nbytes["output"])
-        np.copyto(self._host_view("input", batch.shape), batch, casting="same_kind")
-        h2d, d2h = rt.cudaMemcpyKind.cudaMemcpyHostToDevice, rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        call(rt.cudaMemcpyAsync(d_in, self.host_ptr["input"], nbytes["input"], h2d, stream))
-        self.context.set_input_shape("input", batch.shape)
-        self.context.set_tensor_address("input", d_in)
-        self.context.set_tensor_address("output", d_out)
-        if not self.context.execute_async_v3(int(stream)):
-            raise HinetDeployError(f"{self.name} failed to run {self.path} at {batch.shape}")
-        call(rt.cudaMemcpyAsync(self.host_ptr["output"], d_out, nbytes["output"], d2h, stream))
-        call(rt.cudaStreamSynchronize(stream))
-        return self._host_view("output", batch.shape).astype(np.float32)
+        return self.runner.run(batch)
+
+    def run_device(self, batch):
+        return self.runner.run_device(batch)
 
     def close(self) -> None:
-        rt = self.cuda.rt
-        for ptr in self.device_ptr.values():
-            rt.cudaFree(ptr)
-        for ptr in self.host_ptr.values():
-            rt.cudaFreeHost(ptr)
-        self.device_ptr, self.host_ptr = {}, {}
-        self.context = self.engine = None
-        rt.cudaStreamDestroy(self.cuda.stream)
+        if self.runner is not None:
+            self.runner.close()
+            self.cuda.close()
+        self.runner = self.engine = None

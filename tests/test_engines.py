@@ -17,6 +17,7 @@ from engines.backend import load_backend
 from engines.build import BuildOptions, Profile, read_sidecar
 from hinet_deploy.errors import HinetDeployError
 from hinet_deploy.pipeline import CalibOptions, GraphRequest, build
+from runtime.trt_backend import rtx_runs_on
 
 needs_rtx = pytest.mark.skipif(importlib.util.find_spec("tensorrt_rtx") is None,
                                reason="tensorrt_rtx is not installed (pip install tensorrt-rtx)")
@@ -134,7 +135,8 @@ def test_full_tensorrt_builds_strongly_typed(small_ckpt, tmp_path):
 
 @needs_rtx
 def test_rtx_engine_needs_a_gpu_to_deserialise_here(small_ckpt, tmp_path):
-    """FINDINGS.md: without a GPU deserialisation returns None; with one it must work."""
+    """FINDINGS.md: without a GPU deserialisation returns None; with one RTX runs on it must work,
+    and on one it does not run on (an H100, sm_90: measured) it must return None."""
     engine, _ = _build(small_ckpt, tmp_path, "fp32")
     backend = load_backend("tensorrt_rtx")
     trt = backend.module
@@ -142,6 +144,11 @@ def test_rtx_engine_needs_a_gpu_to_deserialise_here(small_ckpt, tmp_path):
     loaded = runtime.deserialize_cuda_engine(engine.read_bytes())
     has_gpu = shutil.which("nvidia-smi") is not None and \
         subprocess.run(["nvidia-smi"], capture_output=True).returncode == 0
+    if has_gpu:
+        from cuda.bindings import runtime as rt
+
+        props = rt.cudaGetDeviceProperties(0)[1]
+        has_gpu = rtx_runs_on((props.major, props.minor))
     assert (loaded is not None) == has_gpu
 
 

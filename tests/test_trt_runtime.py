@@ -12,7 +12,8 @@ from engines.build import BuildOptions, Profile
 from hinet_deploy.errors import HinetDeployError
 from hinet_deploy.pipeline import CalibOptions, GraphRequest, build
 from runtime import Restorer
-from runtime.trt_backend import BufferPlan, check_shape, check_sidecar, gpu_mismatch
+from runtime.trt_backend import (BufferPlan, check_shape, check_sidecar, gpu_mismatch,
+                                 rtx_runs_on)
 
 needs_rtx = pytest.mark.skipif(importlib.util.find_spec("tensorrt_rtx") is None,
                                reason="tensorrt_rtx is not installed")
@@ -46,6 +47,8 @@ def test_version_mismatch_is_refused(tmp_path):
 
 def test_gpu_engine_mismatches_are_explained():
     assert "outside TensorRT-RTX's list" in gpu_mismatch("tensorrt_rtx", (9, 0), "NVIDIA H100", [])
+    assert "outside" in gpu_mismatch("tensorrt_rtx", (7, 5), "T4", [])  # in the enum, not the runtime
+    assert rtx_runs_on((12, 0)) and rtx_runs_on((13, 0)) and not rtx_runs_on((9, 0))
     assert "rebuild with --compute-capability SM86" in \
         gpu_mismatch("tensorrt_rtx", (8, 6), "RTX 3090", ["SM89"])
     assert gpu_mismatch("tensorrt_rtx", (8, 9), "RTX 4090", ["SM86", "SM89"]) is None
@@ -95,13 +98,30 @@ def test_edited_sidecar_version_is_caught_before_the_gpu(rtx_engine, tmp_path):
         Restorer(engine)
 
 
+def _gpu_capability() -> tuple[int, int]:
+    from cuda.bindings import runtime as rt
+
+    props = rt.cudaGetDeviceProperties(0)[1]
+    return props.major, props.minor
+
+
 @pytest.mark.gpu
 @needs_rtx
 @pytest.mark.skipif(_gpu_count() == 0, reason="needs an NVIDIA GPU")
 def test_engine_matches_pytorch_on_gpu(rtx_engine, small_ckpt):
+    """On a GPU TensorRT-RTX runs on, the engine matches PyTorch and takes numpy and torch alike; on
+    one it does not (the H100 of the device tool), the Restorer refuses with the reason, up front."""
+    if not rtx_runs_on(_gpu_capability()):
+        with pytest.raises(HinetDeployError, match="outside TensorRT-RTX's list .* need full TensorRT"):
+            Restorer(rtx_engine)
+        return
+    import torch
+
     image = np.random.default_rng(0).integers(0, 256, (100, 120, 3), dtype=np.uint8)
     with Restorer(rtx_engine) as engine, Restorer(small_ckpt) as reference:
         a, b = engine(image), reference(image)
+        on_gpu = engine(torch.from_numpy(image).cuda())
         for size in ((64, 64), (128, 96), (48, 80)):  # repeated calls at different sizes
             engine(image[:size[0], :size[1]])
     assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+    np.testing.assert_array_equal(on_gpu.cpu().numpy(), a)
