@@ -267,6 +267,14 @@ class TensorRtBackend:
         check_sidecar(self.sidecar, trt_backend.name, trt_backend.version, self.path)
         self.name = trt_backend.name
         self.cuda = _Cuda(device)
+        self.runner = None
+        try:
+            self._load(trt_backend, cuda_graph)
+        except BaseException:
+            self.cuda.close()  # the stream; nothing else is held yet
+            raise
+
+    def _load(self, trt_backend, cuda_graph: bool) -> None:
         if trt_backend.name == "tensorrt_rtx" and not rtx_runs_on(self.cuda.capability):
             raise HinetDeployError(f"{self.path} cannot run here: " + gpu_mismatch(
                 trt_backend.name, self.cuda.capability, self.cuda.name, []))
