@@ -55,9 +55,9 @@ def to_network(image) -> tuple[np.ndarray, ImageLayout]:
     channels = image.shape[2]
     alpha = image[..., 3].copy() if channels == 4 else None
     rgb = np.repeat(image, 3, axis=2) if channels == 1 else image[..., :3]
-    scale = _SCALE.get(image.dtype, 1.0)
+    scale = scale_of(image.dtype)
     chw = np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32)
-    if scale != 1.0:
+    if scale:
         chw /= np.float32(scale)
     elif not np.isfinite(chw).all():
         raise HinetDeployError("float image holds NaN or infinite values")
@@ -70,7 +70,7 @@ def from_network(chw: np.ndarray, layout: ImageLayout) -> np.ndarray:
     Works in place on `chw` (the network's own output buffer): a 4K image is 100 MB a copy.
     """
     np.clip(chw, 0.0, 1.0, out=chw)
-    scale = _SCALE.get(layout.dtype)
+    scale = scale_of(layout.dtype)
     if scale:
         chw *= np.float32(scale)
         np.rint(chw, out=chw)

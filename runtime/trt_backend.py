@@ -158,26 +158,35 @@ class EngineRunner:
         raw = (ctypes.c_byte * (count * dtype.itemsize)).from_address(self.host_ptr[name])
         return np.frombuffer(raw, dtype=dtype, count=count).reshape(shape)
 
-    def _nbytes(self, shape) -> dict[str, int]:
+    def _io_buffers(self, shape) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+        """(bytes, device pointers, pinned host pointers) of input and output at this shape."""
         count = int(np.prod(shape))
-        return {n: count * self.io_dtype[n].itemsize for n in ("input", "output")}
+        nbytes = {n: count * self.io_dtype[n].itemsize for n in ("input", "output")}
+        device, host = {}, {}
+        for name, size in nbytes.items():
+            device[name], host[name] = self._buffers(name, size)
+        return nbytes, device, host
 
-    def _execute(self, shape, d_in: int, d_out: int, stream) -> None:
+    def _run_once(self, shape) -> None:
+        if not self.context.execute_async_v3(int(self.cuda.stream)):
+            raise HinetDeployError(f"the engine failed to run at {'x'.join(map(str, shape))}")
+
+    def _execute(self, shape, d_in: int, d_out: int) -> None:
+        """The engine on the runner's stream, reading d_in and writing d_out."""
         self.context.set_input_shape("input", tuple(shape))
         self.context.set_tensor_address("input", d_in)
         self.context.set_tensor_address("output", d_out)
         if self.capture:
-            self._replay(tuple(shape), stream)
-        elif not self.context.execute_async_v3(int(stream)):
-            raise HinetDeployError(f"the engine failed to run at {'x'.join(map(str, shape))}")
+            self._replay(tuple(shape))
+        else:
+            self._run_once(shape)
 
-    def _replay(self, shape: tuple, stream) -> None:
-        rt, call = self.cuda.rt, self.cuda.call
+    def _replay(self, shape: tuple) -> None:
+        rt, call, stream = self.cuda.rt, self.cuda.call, self.cuda.stream
         if shape not in self.graphs:
             # The first run does the work TensorRT defers to it (allocations, shape set-up), which
             # stream capture forbids; the second is recorded.
-            if not self.context.execute_async_v3(int(stream)):
-                raise HinetDeployError(f"the engine failed to run at {'x'.join(map(str, shape))}")
+            self._run_once(shape)
             call(rt.cudaStreamSynchronize(stream))
             call(rt.cudaStreamBeginCapture(
                 stream, rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal))
@@ -200,14 +209,12 @@ class EngineRunner:
         """numpy in, numpy out, through pinned host buffers."""
         rt, call, stream = self.cuda.rt, self.cuda.call, self.cuda.stream
         check_shape(batch.shape, self.profile)
-        nbytes = self._nbytes(batch.shape)
-        d_in, h_in = self._buffers("input", nbytes["input"])
-        d_out, h_out = self._buffers("output", nbytes["output"])
+        nbytes, device, host = self._io_buffers(batch.shape)
         np.copyto(self._host_view("input", batch.shape), batch, casting="same_kind")
         h2d, d2h = rt.cudaMemcpyKind.cudaMemcpyHostToDevice, rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        call(rt.cudaMemcpyAsync(d_in, h_in, nbytes["input"], h2d, stream))
-        self._execute(batch.shape, d_in, d_out, stream)
-        call(rt.cudaMemcpyAsync(h_out, d_out, nbytes["output"], d2h, stream))
+        call(rt.cudaMemcpyAsync(device["input"], host["input"], nbytes["input"], h2d, stream))
+        self._execute(batch.shape, device["input"], device["output"])
+        call(rt.cudaMemcpyAsync(host["output"], device["output"], nbytes["output"], d2h, stream))
         call(rt.cudaStreamSynchronize(stream))
         return self._host_view("output", batch.shape).astype(np.float32)
 
@@ -229,17 +236,15 @@ class EngineRunner:
         ours.wait_stream(caller)
         x.record_stream(ours)  # the caching allocator must not hand these out while we run
         y.record_stream(ours)
-        if self.capture:
-            rt, call = self.cuda.rt, self.cuda.call
-            nbytes = self._nbytes(batch.shape)
-            d_in, _ = self._buffers("input", nbytes["input"])
-            d_out, _ = self._buffers("output", nbytes["output"])
+        if self.capture:  # the graph holds its own buffers' addresses
+            rt, call, stream = self.cuda.rt, self.cuda.call, self.cuda.stream
+            nbytes, device, _ = self._io_buffers(batch.shape)
             d2d = rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice
-            call(rt.cudaMemcpyAsync(d_in, x.data_ptr(), nbytes["input"], d2d, self.cuda.stream))
-            self._execute(batch.shape, d_in, d_out, self.cuda.stream)
-            call(rt.cudaMemcpyAsync(y.data_ptr(), d_out, nbytes["output"], d2d, self.cuda.stream))
+            call(rt.cudaMemcpyAsync(device["input"], x.data_ptr(), nbytes["input"], d2d, stream))
+            self._execute(batch.shape, device["input"], device["output"])
+            call(rt.cudaMemcpyAsync(y.data_ptr(), device["output"], nbytes["output"], d2d, stream))
         else:
-            self._execute(batch.shape, x.data_ptr(), y.data_ptr(), self.cuda.stream)
+            self._execute(batch.shape, x.data_ptr(), y.data_ptr())
         caller.wait_stream(ours)
         return y.float()
 
