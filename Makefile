@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	# CPU build of torch first (FINDINGS.md): an unpinned install would pull a multi-GB CUDA build.
+	# CPU build of torch first: an unpinned install pulls a multi-GB CUDA build from PyPI.
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
@@ -24,7 +24,7 @@ test-all: $(STAMP)
 	$(PY) -m pytest -q --run-slow
 
 train-demo: $(STAMP)
-	$(PY) export/train_demo.py
+	$(PY) -m hinet_deploy.train_demo -o export/weights/hinet-demo-denoise.pth
 
 bench: $(STAMP)
 	$(PY) benchmarks/restorer_overhead.py

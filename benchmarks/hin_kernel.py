@@ -25,8 +25,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from engines.plugin.hin_plugin import _Kernel, launch_plan, workspace_bytes  # noqa: E402
-from export.hin_fusion import hin_reference  # noqa: E402
+from hinet_deploy.engines.plugin.hin_plugin import _Kernel, launch_plan, workspace_bytes  # noqa: E402
+from hinet_deploy.export.hin_fusion import hin_reference  # noqa: E402
 
 EPS, SLOPE = 1e-5, 0.2
 # HIN blocks of HINet's first subnetwork (wf=64): levels 0-2 at 256x256 and at 1280x720, then

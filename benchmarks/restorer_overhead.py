@@ -27,8 +27,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from export.checkpoint import random_model  # noqa: E402
-from export.onnx_export import export_onnx  # noqa: E402
+from hinet_deploy.export.checkpoint import random_model  # noqa: E402
+from hinet_deploy.export.onnx_export import export_onnx  # noqa: E402
 
 BUILD = REPO / "build" / "bench"
 RSS_BUDGET_GB = 4.0  # issue 2: a 3840x2160 photo in blend mode by the gopro variant
@@ -82,7 +82,7 @@ def bench_size(size: int, net, session, restorer, repeats: int, threads: int) ->
 
 def peak_rss_4k(onnx_path: Path, threads: int) -> None:
     """Child process: restore a 3840x2160 photo in blend mode, print peak RSS in GB."""
-    from runtime import Restorer
+    from hinet_deploy.runtime import Restorer
 
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (2160, 3840, 3), dtype=np.uint8)
@@ -109,7 +109,7 @@ def main(argv=None) -> int:
 
     import onnxruntime as ort
 
-    from runtime import Restorer
+    from hinet_deploy.runtime import Restorer
 
     path = graph_for(args.variant)
     net = random_model(args.variant).net

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from calib.photos import DEMO_NOISE_SIGMA, TRAIN, add_gaussian_noise, load_photo
-from hinet_deploy.errors import HinetDeployError
+from hinet_deploy.calib.photos import DEMO_NOISE_SIGMA, TRAIN, add_gaussian_noise, load_photo
+from hinet_deploy.common.errors import HinetDeployError
 
 DEFAULT_CROP = 256  # the official test crop; also the engines' default optimisation shape
 DEFAULT_COUNT = 32  # crops; ORT's entropy calibration histograms settle well before this (README)
+# Image files the project reads from folders (calibration, validation pairs): what PIL opens.
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm"}
 
 

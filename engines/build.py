@@ -7,18 +7,19 @@ timing caches, needs no GPU to build (CPU-only ahead-of-time) and takes target c
 """
 from __future__ import annotations
 
-import json
-import sys
+import dataclasses
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from engines.backend import TrtBackend
-from hinet_deploy.errors import HinetDeployError
-from hinet_deploy.files import atomic_path
+from hinet_deploy.engines.sidecar import EngineSidecar, write_sidecar
+from hinet_deploy.engines.tensorrt_module import TensorRtModule, collecting_logger
+from hinet_deploy.common.errors import HinetDeployError
+from hinet_deploy.common.files import atomic_path
 
 # Defaults that suit tiling: the official 256 crop is the optimum; the range covers blend tiles of
-# 512 in batches of 4 and whole 1024x1024 images (FINDINGS.md built 64..1024 for the gopro variant).
+# 512 in batches of 4 and whole 1024x1024 images (measured: the gopro variant builds over
+# 64..1024 with TensorRT-RTX on the CPU in 2.4 s, 1.3 GB peak).
 DEFAULT_MIN = (1, 64, 64)
 DEFAULT_OPT = (1, 256, 256)
 DEFAULT_MAX = (4, 1024, 1024)
@@ -53,39 +54,19 @@ class BuildOptions:
     compute_capabilities: tuple[str, ...] = ()  # TensorRT-RTX only: e.g. ("SM86", "SM89")
 
 
-class _Logger:
-    """Collects the backend's messages so a failed build can show what the backend said."""
-
-    def __init__(self, trt, verbose: bool):
-        self.messages: list[str] = []
-        outer = self
-
-        class Logger(trt.ILogger):
-            def __init__(self):
-                trt.ILogger.__init__(self)
-
-            def log(self, severity, msg):
-                if severity <= trt.ILogger.Severity.WARNING:
-                    outer.messages.append(f"[{severity.name}] {msg}")
-                    if verbose:
-                        print(f"[{trt.__name__}] {msg}", file=sys.stderr)
-
-        self.logger = Logger()
-
-
-def _parse(backend: TrtBackend, builder, onnx_path: Path, log: _Logger):
-    trt = backend.module
-    network = builder.create_network(backend.network_flags())
-    parser = trt.OnnxParser(network, log.logger)
+def _parse(trt_module: TensorRtModule, builder, onnx_path: Path, logger):
+    trt = trt_module.module
+    network = builder.create_network(trt_module.network_flags())
+    parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
-        raise HinetDeployError(f"{backend.name} {backend.version} could not parse {onnx_path}: "
+        raise HinetDeployError(f"{trt_module.name} {trt_module.version} could not parse {onnx_path}: "
                                + " | ".join(errors))
     return network, parser
 
 
-def _config(backend: TrtBackend, builder, network, options: BuildOptions):
-    trt = backend.module
+def _config(trt_module: TensorRtModule, builder, network, options: BuildOptions):
+    trt = trt_module.module
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mb << 20)
     profile = builder.create_optimization_profile()
@@ -94,75 +75,90 @@ def _config(backend: TrtBackend, builder, network, options: BuildOptions):
     profile.set_shape(name, *[(s[0], 3, s[1], s[2]) for s in (p.min, p.opt, p.max)])
     config.add_optimization_profile(profile)
     if options.compute_capabilities:
-        if backend.name != "tensorrt_rtx":
-            raise HinetDeployError("target compute capabilities are a TensorRT-RTX option; full "
-                                   "TensorRT builds for the GPU it runs on")
-        config.num_compute_capabilities = len(options.compute_capabilities)
-        for i, cc in enumerate(options.compute_capabilities):
-            try:
-                config.set_compute_capability(getattr(trt.ComputeCapability, cc), i)
-            except AttributeError as exc:
-                known = [c for c in dir(trt.ComputeCapability) if c.startswith("SM")]
-                raise HinetDeployError(f"unknown compute capability {cc}; known: "
-                                       f"{', '.join(known)}") from exc
+        targets = check_compute_capabilities(trt_module, options.compute_capabilities)
+        config.num_compute_capabilities = len(targets)
+        for i, target in enumerate(targets):
+            config.set_compute_capability(target, i)
     return config
 
 
-def has_timing_cache(backend: TrtBackend) -> bool:
+def check_compute_capabilities(trt_module: TensorRtModule, names) -> list:
+    """The TensorRT-RTX ComputeCapability values of names like SM86; one clear error otherwise."""
+    if not names:
+        return []
+    if trt_module.name != "tensorrt_rtx":
+        raise HinetDeployError("target compute capabilities are a TensorRT-RTX option; full "
+                               "TensorRT builds for the GPU it runs on")
+    enum = trt_module.module.ComputeCapability
+    unknown = [n for n in names if not hasattr(enum, n)]
+    if unknown:
+        known = [c for c in dir(enum) if c.startswith("SM")]
+        raise HinetDeployError(f"unknown compute capability {', '.join(unknown)}; known: "
+                               f"{', '.join(known)}")
+    return [getattr(enum, n) for n in names]
+
+
+def has_timing_cache(trt_module: TensorRtModule) -> bool:
     """TensorRT-RTX deprecated timing caches in 1.2 and ignores them (its JIT runtime cache works
     at run time instead); full TensorRT uses them to skip tactic timing on rebuilds."""
-    return backend.name == "tensorrt"
+    return trt_module.name == "tensorrt"
 
 
-def _load_timing_cache(config, path: Path) -> bool:
+def load_timing_cache(config, path: Path) -> tuple[bool, str | None]:
+    """Gives the config a timing cache: the file's when TensorRT accepts it, else a fresh one.
+    Returns (loaded, why not). `set_timing_cache` returns False for a cache made by another GPU or
+    TensorRT version (IBuilderConfig docs); the build then times tactics afresh instead of failing."""
     data = path.read_bytes() if path.is_file() else b""
-    cache = config.create_timing_cache(data)
-    config.set_timing_cache(cache, ignore_mismatch=False)
-    return bool(data)
+    if data:
+        cache = config.create_timing_cache(data)
+        if cache is not None and config.set_timing_cache(cache, ignore_mismatch=False):
+            return True, None
+    fresh = config.create_timing_cache(b"")
+    if fresh is None or not config.set_timing_cache(fresh, ignore_mismatch=False):
+        return False, "TensorRT refused a fresh timing cache"
+    return False, f"{path.name} was made by another GPU or TensorRT version" if data else None
 
 
-def _save_timing_cache(config, path: Path | None) -> None:
-    if path is None:
-        return
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(bytes(config.get_timing_cache().serialize()))
+def timing_cache_bytes(config) -> bytes | None:
+    """The config's timing cache serialised, or None where TensorRT holds none."""
+    cache = config.get_timing_cache()
+    return None if cache is None else bytes(cache.serialize())
 
 
-def build_engine(backend: TrtBackend, onnx_path: Path, engine_path: Path, options: BuildOptions,
-                 verbose: bool = False) -> dict:
-    """Builds and writes the engine (atomically); returns facts for the sidecar."""
-    trt = backend.module
-    log = _Logger(trt, verbose)
-    builder = trt.Builder(log.logger)
-    network, _parser = _parse(backend, builder, onnx_path, log)
-    config = _config(backend, builder, network, options)
-    cache_path = options.timing_cache if has_timing_cache(backend) else None
-    cache_loaded = _load_timing_cache(config, cache_path) if cache_path else False
-    start = time.perf_counter()
-    serialized = builder.build_serialized_network(network, config)
-    seconds = time.perf_counter() - start
+def _save(engine_path: Path, serialized: bytes, sidecar: EngineSidecar, cache_path: Path | None,
+          cache: bytes | None) -> None:
+    """Engine and sidecar appear together or not at all; the timing cache after them."""
+    with atomic_path(engine_path) as engine_tmp:
+        engine_tmp.write_bytes(serialized)
+        write_sidecar(engine_path, sidecar)  # renamed first, once the engine is complete
+    if cache_path is not None and cache is not None:
+        with atomic_path(cache_path) as tmp:
+            tmp.write_bytes(cache)
+
+
+def build_engine(trt_module: TensorRtModule, onnx_path: Path, engine_path: Path,
+                 options: BuildOptions, sidecar: EngineSidecar, verbose: bool = False) -> EngineSidecar:
+    """Builds the engine and writes it with its sidecar (given, completed with the build facts)."""
+    trt = trt_module.module
+    logger = collecting_logger(trt)
+    with logger.capture(verbose) as messages:
+        builder = trt.Builder(logger)
+        network, _parser = _parse(trt_module, builder, onnx_path, logger)
+        config = _config(trt_module, builder, network, options)
+        cache_path = options.timing_cache if has_timing_cache(trt_module) else None
+        loaded, why = load_timing_cache(config, cache_path) if cache_path else (False, None)
+        start = time.perf_counter()
+        serialized = builder.build_serialized_network(network, config)
+        seconds = time.perf_counter() - start
     if serialized is None:
-        tail = " | ".join(m for m in log.messages if "ERROR" in m)[-2000:] or "no message"
-        raise HinetDeployError(f"{backend.name} {backend.version} failed to build {onnx_path}: "
-                               f"{tail}")
-    with atomic_path(engine_path) as tmp:
-        tmp.write_bytes(bytes(serialized))
-    _save_timing_cache(config, cache_path)
-    return {"build_seconds": round(seconds, 2), "timing_cache": str(cache_path) if cache_path else None,
-            "timing_cache_loaded": cache_loaded, "engine_bytes": engine_path.stat().st_size}
-
-
-def write_sidecar(engine_path: Path, facts: dict) -> Path:
-    """ENGINE.json beside ENGINE."""
-    path = engine_path.with_name(engine_path.name + ".json")
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(facts, indent=2, sort_keys=True) + "\n")
-    return path
-
-
-def read_sidecar(engine_path: Path) -> dict:
-    path = Path(engine_path).with_name(Path(engine_path).name + ".json")
-    if not path.is_file():
-        raise HinetDeployError(f"engine {engine_path} has no sidecar {path.name}: rebuild it with "
-                               f"hinet-deploy build")
-    return json.loads(path.read_text())
+        tail = " | ".join(m for m in messages if "ERROR" in m)[-2000:] or "no message"
+        raise HinetDeployError(f"{trt_module.name} {trt_module.version} failed to build "
+                               f"{onnx_path}: {tail}")
+    serialized = bytes(serialized)
+    cache = timing_cache_bytes(config) if cache_path else None
+    facts = {"build_seconds": round(seconds, 2), "engine_bytes": len(serialized),
+             "timing_cache": str(cache_path) if cache is not None else None,
+             "timing_cache_loaded": loaded, **({"timing_cache_refused": why} if why else {})}
+    sidecar = dataclasses.replace(sidecar, facts={**sidecar.facts, **facts})
+    _save(engine_path, serialized, sidecar, cache_path, cache)
+    return sidecar

@@ -10,7 +10,8 @@ engine and its sidecar ENGINE.json were written. The same command is `hinet-depl
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# Run as a script from a checkout: the repository root, not this folder, is where imports start.
+sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from hinet_deploy.cli import main  # noqa: E402
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import torch
 
-from export.model import HINet, HINetConfig
-from export.variants import OFFICIAL_VARIANTS, infer_config, match_official
-from hinet_deploy.errors import HinetDeployError
-from hinet_deploy.files import atomic_path
+from hinet_deploy.export.model import HINet, HINetConfig
+from hinet_deploy.export.variants import OFFICIAL_VARIANTS, infer_config, match_official
+from hinet_deploy.common.errors import HinetDeployError
+from hinet_deploy.common.files import atomic_path
 
 # BasicSR keeps the EMA weights, when it trains with them, beside the plain ones: they are the
 # better model, as spandrel and BasicSR's own inference scripts assume.

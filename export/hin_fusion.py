@@ -1,6 +1,6 @@
 """Folds each Half-Instance-Norm block of an exported HINet into one node for the fused plugin.
 
-A HIN block as the exporter writes it (FINDINGS.md), with the FP16 graph's casts optional:
+A HIN block as the exporter writes it (opset 17, torch.chunk -> two Slice nodes), with the FP16 graph's casts optional:
 
     X -> Slice[0:C/2] -> (Cast f32) -> InstanceNormalization(gamma, beta) -> (Cast f16) -+
     X -> Slice[C/2:C] ----------------------------------------------------------------- Concat(1)

@@ -1,6 +1,6 @@
 """Parameters and multiply-accumulates of an exported graph at a given input size.
 
-Two conventions, side by side (FINDINGS.md, "MACs of HINet"):
+Two conventions, side by side (the paper's 170.7 G for GoPro is reproduced only by the second):
 - `macs`: the exact count. Conv: output elements x (C_in/groups) x k_h x k_w. ConvTranspose: every
   input element meets (C_out/groups) x k_h x k_w weights, so input elements x that.
 - `macs_paper`: the convention behind the paper's 170.7 G for GoPro at 256x256 (the `thop` counter):
@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 from onnx import helper, shape_inference
 
-from hinet_deploy.errors import HinetDeployError
+from hinet_deploy.common.errors import HinetDeployError
 
 
 @dataclass

@@ -7,7 +7,6 @@ graph's metadata_props under `hinet.*`, so the runtime never re-derives them.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 import warnings
@@ -18,19 +17,19 @@ import numpy as np
 import onnx
 import torch
 
-from export.checkpoint import LoadedModel
-from export.model import RestorationOutput
-from hinet_deploy.errors import HinetDeployError
-from hinet_deploy.files import atomic_path
+from hinet_deploy.export.checkpoint import LoadedModel
+from hinet_deploy.export.model import RestorationOutput
+from hinet_deploy.common.errors import HinetDeployError
+from hinet_deploy.common.files import atomic_path, file_sha256
+from hinet_deploy.export.metadata import write_metadata
 
-DEFAULT_OPSET = 17  # InstanceNormalization and Slice as FINDINGS.md records them; TensorRT 10 parses it
+DEFAULT_OPSET = 17  # chunk exports as two Slice nodes, the pattern hin_fusion folds; TensorRT 10 parses it
 # A quarter of one 8-bit level (1/255): an export within it cannot move an 8-bit output by more than
 # one level. Measured FP32 differences are around 1e-6 for wf=8-64 (tests print them).
 VERIFY_MAX_ABS = 1e-3
 # Two different batches and shapes, so a graph whose "dynamic" axes were baked in fails verification.
 DEFAULT_VERIFY_SHAPES = ((1, 64, 64), (2, 48, 80))
 TRACE_SHAPE = (1, 64, 64)
-METADATA_PREFIX = "hinet."
 
 
 @dataclass
@@ -61,20 +60,6 @@ def _metadata(loaded: LoadedModel, sha256: str, both_stages: bool) -> dict[str, 
         "checkpoint_sha256": sha256,
         "outputs": "stage1,stage2" if both_stages else "stage2",
     }
-
-
-def read_metadata(model: onnx.ModelProto) -> dict[str, str]:
-    """The hinet.* metadata of an exported graph, without the prefix."""
-    return {p.key[len(METADATA_PREFIX):]: p.value
-            for p in model.metadata_props if p.key.startswith(METADATA_PREFIX)}
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _trace_to_onnx(wrapper, path: Path, shape, opset: int, dynamic: bool, both_stages: bool):
@@ -142,8 +127,7 @@ def export_onnx(loaded: LoadedModel, out_path, *, opset: int = DEFAULT_OPSET,
         model = onnx.load(str(tmp))
         onnx.checker.check_model(model, full_check=True)
         sha = file_sha256(loaded.path) if loaded.path else "random weights"
-        for key, value in _metadata(loaded, sha, both_stages).items():
-            model.metadata_props.add(key=METADATA_PREFIX + key, value=value)
+        write_metadata(model, _metadata(loaded, sha, both_stages))
         onnx.save(model, str(tmp))
         log(f"verifying with ONNX Runtime at {', '.join('x'.join(map(str, s)) for s in verify_shapes)}")
         report.max_abs_diff = verify_against_torch(tmp, wrapper, verify_shapes, tolerance)

@@ -1,4 +1,4 @@
-"""Precision lives in the ONNX graph (FINDINGS.md: TensorRT 11 and TensorRT-RTX are strongly typed).
+"""Precision lives in the ONNX graph (TensorRT 11 and TensorRT-RTX are strongly typed).
 
 - FP16: every op in half precision except InstanceNormalization, which keeps FP32 statistics
   behind Casts: its mean/variance over a whole image is the classic FP16 overflow risk for HINet.
@@ -11,10 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import onnx
-
-from hinet_deploy.errors import HinetDeployError
-from hinet_deploy.files import atomic_path
+from hinet_deploy.common.errors import HinetDeployError
+from hinet_deploy.common.files import atomic_path
 
 FP32_OPS = ("InstanceNormalization",)
 CALIBRATION_METHODS = ("entropy", "percentile", "minmax")
@@ -36,7 +34,7 @@ def _inline_initializer_identities(model: onnx.ModelProto) -> None:
 
     The exporter merges equal initializers (fresh instance-norm scales are all ones) and reaches
     them through Identity nodes; the FP16 converter then casts those to half and feeds them to the
-    FP32 instance norm, which ONNX Runtime refuses (FINDINGS.md).
+    FP32 instance norm, which ONNX Runtime refuses to load.
     """
     inits = {init.name for init in model.graph.initializer}
     alias = {n.output[0]: n.input[0] for n in model.graph.node
@@ -55,6 +53,8 @@ def _inline_initializer_identities(model: onnx.ModelProto) -> None:
 def to_fp16(src: Path, dst: Path, io_fp16: bool = False) -> Path:
     """Writes an FP16 graph with FP32 instance norm; I/O FP32 unless io_fp16."""
     from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    import onnx
 
     model = onnx.load(str(src))
     _inline_initializer_identities(model)
@@ -90,6 +90,8 @@ def to_int8(src: Path, dst: Path, reader, *, method: str = DEFAULT_CALIBRATION,
     if method not in CALIBRATION_METHODS:
         raise HinetDeployError(f"unknown calibration method {method!r}; choose one of "
                                f"{', '.join(CALIBRATION_METHODS)}")
+    import onnx
+
     model = onnx.load(str(src))
     excluded = float_nodes(model, float_layers)
     cache_hit = cache_path is not None and Path(cache_path).is_file()

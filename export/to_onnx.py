@@ -9,7 +9,8 @@ is `hinet-deploy export`.
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# Run as a script from a checkout: the repository root, not this folder, is where imports start.
+sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from hinet_deploy.cli import main  # noqa: E402
 

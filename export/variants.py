@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
-from export.model import HINetConfig
+from hinet_deploy.export.model import HINetConfig
 
 
 @dataclass(frozen=True)
@@ -30,8 +31,10 @@ OFFICIAL_VARIANTS = {
     ]
 }
 
-# The demo denoiser shipped in checkpoints/: small width, HIN at every encoder level.
+# The demo denoiser shipped with the package: small width, HIN at every encoder level (11 MB, FP16
+# weights in the official BasicSR format; trained by `python -m hinet_deploy.train_demo`).
 DEMO_VARIANT = Variant("demo", HINetConfig(wf=16), "denoise (Gaussian, sigma 25)", "whole")
+DEMO_CHECKPOINT = Path(__file__).resolve().parent / "weights" / "hinet-demo-denoise.pth"
 
 _NORM_KEY = re.compile(r"^down_path_1\.(\d+)\.norm\.weight$")
 _DOWN_KEY = re.compile(r"^down_path_1\.(\d+)\.conv_1\.weight$")

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from export.macs import count_macs
-from hinet_deploy.files import atomic_path
+from hinet_deploy.export.macs import count_macs
+from hinet_deploy.common.files import atomic_path
 from hinet_deploy.pipeline import GraphRequest, precision_graphs
 from hinet_deploy.validate import UNAVAILABLE, device_name
-from runtime.backends import OnnxRuntimeBackend, TorchBackend
-from runtime.tiling import round_up
+from hinet_deploy.runtime.backends import OnnxRuntimeBackend, TorchBackend
+from hinet_deploy.runtime.tiling import round_up
 
 DEFAULT_SIZES = ((256, 256), (720, 1280), (1080, 1920))  # (H, W)
 BASELINE = ("pytorch", "fp32")

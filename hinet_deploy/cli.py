@@ -10,11 +10,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-from calib.photos import DEMO_NOISE_SIGMA
-from export.precision import CALIBRATION_METHODS, DEFAULT_CALIBRATION
-from hinet_deploy.errors import HinetDeployError
+from hinet_deploy.calib.photos import DEMO_NOISE_SIGMA
+from hinet_deploy.export.precision import CALIBRATION_METHODS, DEFAULT_CALIBRATION
+from hinet_deploy.common.errors import HinetDeployError
 
-DEFAULT_BUILD_DIR = Path("build")
+DEFAULT_BUILD_DIR = Path("build")  # under the directory the command runs in
+# Optional packages and the extra that installs each (the base install is the runtime alone).
+EXTRA_OF = {"torch": "export", "onnx": "export", "onnx_graphsurgeon": "export",
+            "skimage": "export", "matplotlib": "export", "onnxruntime": "onnxruntime",
+            "tensorrt_rtx": "trt", "cuda": "trt"}
 _COMMON = argparse.ArgumentParser(add_help=False)
 _COMMON.add_argument("--debug", action="store_true", help="show tracebacks of errors")
 
@@ -36,9 +40,9 @@ def _add_export(sub):
 
 
 def cmd_export(args) -> int:
-    from export.checkpoint import load_checkpoint
-    from export.onnx_export import DEFAULT_OPSET, export_onnx
-    from hinet_deploy.demo import DEMO_CHECKPOINT
+    from hinet_deploy.export.checkpoint import load_checkpoint
+    from hinet_deploy.export.onnx_export import DEFAULT_OPSET, export_onnx
+    from hinet_deploy.export.variants import DEMO_CHECKPOINT
 
     ckpt = args.ckpt or DEMO_CHECKPOINT
     out = args.output or DEFAULT_BUILD_DIR / f"{ckpt.stem}.onnx"
@@ -64,7 +68,7 @@ def _add_macs(sub):
 def cmd_macs(args) -> int:
     import onnx
 
-    from export.macs import count_macs
+    from hinet_deploy.export.macs import count_macs
 
     height, width = args.size
     if args.onnx:
@@ -73,8 +77,8 @@ def cmd_macs(args) -> int:
         count = count_macs(onnx.load(str(args.onnx)), height, width)
         name = args.onnx.name
     else:
-        from export.checkpoint import load_checkpoint, random_model
-        from export.onnx_export import export_onnx
+        from hinet_deploy.export.checkpoint import load_checkpoint, random_model
+        from hinet_deploy.export.onnx_export import export_onnx
 
         loaded = random_model(args.variant) if args.variant else load_checkpoint(args.ckpt)
         name = args.variant or args.ckpt.name
@@ -139,10 +143,11 @@ def _add_build(sub):
     src = p.add_mutually_exclusive_group()
     src.add_argument("--ckpt", type=Path, help="checkpoint (default: the demo model)")
     src.add_argument("--onnx", type=Path, help="an FP32 graph from hinet-deploy export")
-    p.add_argument("-o", "--output", type=Path, help="engine file (default: engines/out/<graph>.engine)")
+    p.add_argument("-o", "--output", type=Path, help="engine file (default: build/engines/<graph>.<profile>.<tensorrt>.engine)")
     p.add_argument("--variant", help="official architecture to load the checkpoint into")
-    p.add_argument("--backend", choices=("tensorrt", "tensorrt_rtx"),
-                   help="default: tensorrt if importable, else tensorrt_rtx")
+    p.add_argument("--tensorrt", "--backend", dest="tensorrt", choices=("tensorrt", "tensorrt_rtx"),
+                   help="which TensorRT builds the engine (default: tensorrt if importable, else "
+                        "tensorrt_rtx)")
     p.add_argument("--min", type=int, nargs=3, metavar=("N", "H", "W"))
     p.add_argument("--opt", type=int, nargs=3, metavar=("N", "H", "W"))
     p.add_argument("--max", type=int, nargs=3, metavar=("N", "H", "W"))
@@ -164,7 +169,7 @@ def _add_build(sub):
 
 
 def cmd_build(args) -> int:
-    from engines.build import DEFAULT_WORKSPACE_MB, BuildOptions, Profile
+    from hinet_deploy.engines.build import DEFAULT_WORKSPACE_MB, BuildOptions, Profile
     from hinet_deploy.pipeline import GraphRequest, build
 
     if args.precision is None:
@@ -181,10 +186,10 @@ def cmd_build(args) -> int:
         req.out_dir = args.output.parent
     options = BuildOptions(profile, args.workspace_mb or DEFAULT_WORKSPACE_MB, args.timing_cache,
                            tuple(args.compute_capability))
-    engine, facts = build(req, args.output, args.backend, options, args.verbose)
-    print(f"wrote {engine} ({facts['engine_bytes'] / 2**20:.1f} MB, {facts['backend']} "
-          f"{facts['backend_version']}, {facts['precision']}, built in {facts['build_seconds']} s) "
-          f"and {engine.name}.json")
+    engine, sidecar = build(req, args.output, args.tensorrt, options, args.verbose)
+    print(f"wrote {engine} ({sidecar.facts['engine_bytes'] / 2**20:.1f} MB, {sidecar.tensorrt} "
+          f"{sidecar.tensorrt_version}, {sidecar.precision}, built in "
+          f"{sidecar.facts['build_seconds']} s) and {engine.name}.json")
     return 0
 
 
@@ -257,7 +262,7 @@ def _add_bench(sub):
 
 def cmd_bench(args) -> int:
     from hinet_deploy.bench import DEFAULT_SIZES, bench, markdown, write_json
-    from hinet_deploy.demo import DEMO_CHECKPOINT
+    from hinet_deploy.export.variants import DEMO_CHECKPOINT
     from hinet_deploy.pipeline import GraphRequest
 
     ckpt = args.ckpt or DEMO_CHECKPOINT
@@ -272,7 +277,10 @@ def cmd_bench(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from hinet_deploy import __version__
+
     parser = argparse.ArgumentParser(prog="hinet-deploy", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"hinet-deploy {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_export, _add_macs, _add_demo, _add_build, _add_fidelity, _add_validate,
                 _add_bench):
@@ -285,6 +293,13 @@ def main(argv=None, parser: argparse.ArgumentParser | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
+    except ModuleNotFoundError as exc:
+        extra = EXTRA_OF.get((exc.name or "").split(".")[0])
+        if extra is None or args.debug:
+            raise
+        print(f"error: `hinet-deploy {args.command}` needs {exc.name}, which is not installed: "
+              f"pip install 'hinet-deploy[{extra}]'", file=sys.stderr)
+        return 2
     except HinetDeployError as exc:
         if args.debug:
             raise

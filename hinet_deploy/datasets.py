@@ -13,13 +13,13 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from calib.photos import DEMO_NOISE_SIGMA, HELD_OUT, add_gaussian_noise, load_photo
-from hinet_deploy.errors import HinetDeployError
-from runtime.images import read_image
+from hinet_deploy.calib.data import IMAGE_SUFFIXES
+from hinet_deploy.calib.photos import DEMO_NOISE_SIGMA, HELD_OUT, add_gaussian_noise, load_photo
+from hinet_deploy.common.errors import HinetDeployError
+from hinet_deploy.runtime.images import read_image
 
 DEGRADED_DIRS = {"input", "blur", "noisy", "lq", "rain", "degraded"}
 CLEAN_DIRS = {"target", "sharp", "gt", "clean", "norain", "groundtruth"}
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
 
 @dataclass

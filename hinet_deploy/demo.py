@@ -10,15 +10,15 @@ from pathlib import Path
 
 import numpy as np
 
-from calib.photos import DEMO_NOISE_SIGMA, HELD_OUT, add_gaussian_noise, load_photo
-from export.checkpoint import load_checkpoint
-from export.onnx_export import export_onnx
+from hinet_deploy.calib.photos import DEMO_NOISE_SIGMA, HELD_OUT, add_gaussian_noise, load_photo
+from hinet_deploy.export.checkpoint import load_checkpoint
+from hinet_deploy.export.onnx_export import export_onnx
+from hinet_deploy.export.variants import DEMO_CHECKPOINT
 from hinet_deploy.datasets import as_rgb8
-from runtime import Restorer
-from runtime.images import read_image, write_image
-from runtime.metrics import psnr
+from hinet_deploy.runtime import Restorer
+from hinet_deploy.runtime.images import read_image, write_image
+from hinet_deploy.runtime.metrics import psnr
 
-DEMO_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "hinet-demo-denoise.pth"
 
 
 @dataclass

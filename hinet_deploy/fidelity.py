@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from calib.photos import DEMO_NOISE_SIGMA, HELD_OUT, add_gaussian_noise, load_photo
-from hinet_deploy.demo import DEMO_CHECKPOINT
-from hinet_deploy.files import atomic_path
+from hinet_deploy.calib.photos import DEMO_NOISE_SIGMA, HELD_OUT, add_gaussian_noise, load_photo
+from hinet_deploy.export.variants import DEMO_CHECKPOINT
+from hinet_deploy.common.files import atomic_path
 from hinet_deploy.pipeline import PRECISIONS, GraphRequest, precision_graphs
-from runtime import Restorer
-from runtime.metrics import psnr, ssim
+from hinet_deploy.runtime import Restorer
+from hinet_deploy.runtime.metrics import psnr, ssim
 
 
 @dataclass

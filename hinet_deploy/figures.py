@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hinet_deploy.files import atomic_path
+from hinet_deploy.common.files import atomic_path
 
 CROP = 160  # pixels: large enough to judge texture, small enough to see pixels in a report
 DIFF_GAIN = 10.0  # |output - PyTorch| is this many times brighter in the heat map

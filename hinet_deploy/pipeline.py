@@ -11,14 +11,17 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from export.checkpoint import load_checkpoint
-from export.model import SIZE_MULTIPLE
-from export.onnx_export import export_onnx, file_sha256, read_metadata
-from export.precision import DEFAULT_CALIBRATION, DEFAULT_FLOAT_LAYERS, to_fp16, to_int8
-from hinet_deploy.errors import HinetDeployError
+from hinet_deploy.export.checkpoint import load_checkpoint
+from hinet_deploy.common.files import file_sha256
+from hinet_deploy.common.limits import HINET_SIZE_MULTIPLE
+from hinet_deploy.engines.sidecar import EngineSidecar
+from hinet_deploy.export.metadata import read_graph_metadata
+from hinet_deploy.export.onnx_export import export_onnx
+from hinet_deploy.export.precision import DEFAULT_CALIBRATION, DEFAULT_FLOAT_LAYERS, to_fp16, to_int8
+from hinet_deploy.common.errors import HinetDeployError
 
 PRECISIONS = ("fp32", "fp16", "int8")
-DEFAULT_ENGINE_DIR = Path("engines") / "out"
+DEFAULT_ENGINE_DIR = Path("build") / "engines"  # under the directory the command runs in
 DEFAULT_CALIB_CACHE_DIR = Path("build") / "calib-cache"
 
 
@@ -53,15 +56,14 @@ def _log(msg: str) -> None:
 def fp32_graph(req: GraphRequest) -> Path:
     """The verified FP32 export of the checkpoint, reused when it was made from the same file."""
     if req.onnx is not None:
-        if not req.onnx.is_file():
-            raise HinetDeployError(f"ONNX file {req.onnx} does not exist")
+        read_graph_metadata(req.onnx)  # a readable graph, or one clear error
         return req.onnx
-    from hinet_deploy.demo import DEMO_CHECKPOINT
+    from hinet_deploy.export.variants import DEMO_CHECKPOINT
 
     ckpt = req.ckpt or DEMO_CHECKPOINT
     path = req.out_dir / f"{ckpt.stem}.fp32.onnx"
     if path.is_file():
-        meta = graph_metadata(path)
+        meta = read_graph_metadata(path)
         if meta.get("checkpoint_sha256") == file_sha256(ckpt):
             _log(f"reusing {path} (exported from the same checkpoint)")
             return path
@@ -70,18 +72,8 @@ def fp32_graph(req: GraphRequest) -> Path:
     return path
 
 
-def graph_metadata(path: Path) -> dict[str, str]:
-    import onnx
-    from google.protobuf.message import DecodeError
-
-    try:
-        return read_metadata(onnx.load(str(path), load_external_data=False))
-    except (DecodeError, OSError, ValueError) as exc:
-        raise HinetDeployError(f"{path} is not a readable ONNX graph ({exc})") from exc
-
-
 def _calibration_reader(calib: CalibOptions):
-    from calib.data import CalibrationReader, default_images, folder_images, make_crops
+    from hinet_deploy.calib.data import CalibrationReader, default_images, folder_images, make_crops
 
     images = folder_images(calib.folder) if calib.folder else default_images(seed=calib.seed)
     crops = make_crops(images, calib.crop, calib.count, calib.mode, calib.seed)
@@ -134,8 +126,8 @@ def fused_graph(graph: Path) -> tuple[Path, int]:
     """Writes GRAPH.hin.onnx with every HIN block folded into one plugin node."""
     import onnx
 
-    from export.hin_fusion import fold_hin_blocks
-    from hinet_deploy.files import atomic_path
+    from hinet_deploy.export.hin_fusion import fold_hin_blocks
+    from hinet_deploy.common.files import atomic_path
 
     fused, report = fold_hin_blocks(onnx.load(str(graph)))
     path = graph.with_name(graph.name.removesuffix(".onnx") + ".hin.onnx")
@@ -146,45 +138,59 @@ def fused_graph(graph: Path) -> tuple[Path, int]:
     return path, report.fused
 
 
-def build(req: GraphRequest, engine_path: Path | None, backend_name: str | None, options,
-          verbose: bool = False) -> tuple[Path, dict]:
-    """Makes the graph, builds the engine, writes the sidecar; returns (engine, sidecar facts)."""
-    from engines.backend import load_backend
-    from engines.build import build_engine, write_sidecar
+def engine_name(graph: Path, trt_module, options) -> str:
+    """An engine's file name says what went into it (graph and precision, profile, TensorRT module
+    and version, targets), so builds with other options never overwrite each other."""
+    p = options.profile
+    shapes = "_".join("x".join(map(str, s)) for s in (p.min, p.opt, p.max))
+    targets = "".join(f"-{cc.lower()}" for cc in options.compute_capabilities)
+    return (f"{graph.name.removesuffix('.onnx')}.{shapes}.{trt_module.name}-"
+            f"{trt_module.version}{targets}.engine")
 
-    backend = load_backend(backend_name)  # before any long work: fail fast without TensorRT
-    options.profile.check(SIZE_MULTIPLE)  # likewise for a bad profile, before calibration
+
+def _hin_plugin_graph(req: GraphRequest, graph: Path, trt_module) -> tuple[Path, dict]:
+    """The graph to build (the fused one where the plugin can be hosted) and the facts to record."""
+    if not req.hin_plugin:
+        return graph, {"hin_fused": 0}
+    fused, count = fused_graph(graph)
+    reason = plugin_support(trt_module)
+    facts = {"hin_fused": count, "hin_graph": str(fused)}
+    if reason is not None:
+        _log(f"building WITHOUT the HIN plugin: {reason}")
+        return graph, {**facts, "hin_plugin_unavailable": reason}
+    from hinet_deploy.engines.plugin.hin_plugin import register
+
+    register(trt_module.module)  # before parsing: the parser creates the plugin from the node
+    return fused, facts
+
+
+def build(req: GraphRequest, engine_path: Path | None, tensorrt: str | None, options,
+          verbose: bool = False) -> tuple[Path, EngineSidecar]:
+    """Makes the graph, builds the engine, writes engine and sidecar; returns both."""
+    from hinet_deploy.engines.build import build_engine, check_compute_capabilities
+    from hinet_deploy.engines.tensorrt_module import import_tensorrt
+
+    trt_module = import_tensorrt(tensorrt)  # before any long work: fail fast without TensorRT
+    options.profile.check(HINET_SIZE_MULTIPLE)  # likewise for a bad profile, before calibration
+    check_compute_capabilities(trt_module, options.compute_capabilities)  # and for bad targets
     graph, graph_facts = precision_graph(req)
-    engine_path = engine_path or req.out_dir / f"{graph.name.removesuffix('.onnx')}.engine"
-    hin = {"hin_fused": 0, "hin_plugin": False}
-    if req.hin_plugin:
-        fused, count = fused_graph(graph)
-        reason = plugin_support(backend)
-        hin = {"hin_fused": count, "hin_graph": str(fused.resolve()), "hin_plugin": reason is None}
-        if reason is None:
-            from engines.plugin.hin_plugin import register
-
-            register(backend.module)  # before parsing: the parser creates the plugin from the node
-            graph = fused
-        else:
-            hin["hin_plugin_unavailable"] = reason
-            _log(f"building WITHOUT the HIN plugin: {reason}")
+    engine_path = engine_path or req.out_dir / engine_name(graph, trt_module, options)
+    graph, hin_facts = _hin_plugin_graph(req, graph, trt_module)
     if options.timing_cache is None:
-        options.timing_cache = engine_path.parent / f"{backend.name}.timing.cache"
-    multiple = int(graph_metadata(graph).get("size_multiple", SIZE_MULTIPLE))
-    if multiple != SIZE_MULTIPLE:  # a HINet of another depth
+        options.timing_cache = engine_path.parent / f"{trt_module.name}.timing.cache"
+    multiple = int(read_graph_metadata(graph).get("size_multiple", HINET_SIZE_MULTIPLE))
+    if multiple != HINET_SIZE_MULTIPLE:  # a HINet of another depth
         options.profile.check(multiple)
-    _log(f"building {engine_path} with {backend.name} {backend.version}")
-    facts = build_engine(backend, graph, engine_path, options, verbose)
-    sidecar = {
-        "backend": backend.name, "backend_version": backend.version,
-        "precision": req.precision, "onnx": str(graph.resolve()), "onnx_sha256": file_sha256(graph),
-        "profiles": [options.profile.as_dict()], "input": "input", "output": "output",
-        "size_multiple": multiple, "workspace_mb": options.workspace_mb,
-        "compute_capabilities": list(options.compute_capabilities),
-        **hin,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        **graph_facts, **facts,
-    }
-    write_sidecar(engine_path, sidecar)
+    _log(f"building {engine_path} with {trt_module.name} {trt_module.version}")
+    facts = {"onnx": str(graph), "onnx_sha256": file_sha256(graph),
+             "workspace_mb": options.workspace_mb, **hin_facts,
+             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+             **graph_facts}
+    sidecar = EngineSidecar(
+        tensorrt=trt_module.name, tensorrt_version=trt_module.version, precision=req.precision,
+        profile=options.profile.as_dict(), size_multiple=multiple,
+        compute_capabilities=tuple(options.compute_capabilities),
+        hin_plugin="hin_graph" in hin_facts and "hin_plugin_unavailable" not in hin_facts,
+        facts=facts)
+    sidecar = build_engine(trt_module, graph, engine_path, options, sidecar, verbose)
     return engine_path, sidecar

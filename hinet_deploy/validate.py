@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from calib.photos import DEMO_NOISE_SIGMA
+from hinet_deploy.calib.photos import DEMO_NOISE_SIGMA
 from hinet_deploy.datasets import Dataset
-from hinet_deploy.files import atomic_path
+from hinet_deploy.common.files import atomic_path
 from hinet_deploy.pipeline import PRECISIONS, GraphRequest, precision_graphs
-from runtime import Restorer
-from runtime.metrics import psnr, ssim
+from hinet_deploy.runtime import Restorer
+from hinet_deploy.runtime.metrics import psnr, ssim
 
 REFERENCE = ("pytorch", "fp32")
 # Contenders this command does not run yet. TensorRT engines run in the Restorer on a GPU, but this
@@ -156,7 +156,7 @@ def validate(ckpt: Path | None = None, data: Path | None = None, sigma: float = 
     """
     from hinet_deploy import figures
     from hinet_deploy.datasets import open_dataset
-    from hinet_deploy.demo import DEMO_CHECKPOINT
+    from hinet_deploy.export.variants import DEMO_CHECKPOINT
 
     ckpt = Path(ckpt or DEMO_CHECKPOINT)
     out_dir = Path(out_dir)

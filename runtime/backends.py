@@ -1,30 +1,47 @@
 """Backends run a batch N x 3 x H x W float32 -> same shape. They know nothing of images or tiles.
 
-Each backend says what the Restorer must respect: the size multiple, and the fixed input extent or
-batch if the graph has them. Heavy dependencies are imported when a backend is created.
+Every backend keeps one contract (`Backend`): `run`, optionally `run_device`, `close`, and a frozen
+`limits` (hinet_deploy.common.limits.SizeLimits) that says what the Restorer must respect. Heavy
+dependencies are imported when a backend is created.
 """
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from hinet_deploy.errors import HinetDeployError
-from hinet_deploy.lazy import require
-
-DEFAULT_SIZE_MULTIPLE = 16  # four stride-2 downsamplings; used when a graph carries no metadata
+from hinet_deploy.common.errors import HinetDeployError
+from hinet_deploy.common.lazy import require
+from hinet_deploy.common.limits import HINET_SIZE_MULTIPLE, SizeLimits
+from hinet_deploy.export.metadata import from_properties
 # Preferred order; only those the installed onnxruntime offers are used. The TensorRT EP needs the
 # full TensorRT libraries, so it is tried only when asked for explicitly.
 ORT_DEFAULT_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
 
 
+@runtime_checkable
+class Backend(Protocol):
+    """What the Restorer runs: a path's backend from open_backend, or the caller's own object.
+    A backend may also offer `run_device(tensor)` for torch tensors on a GPU."""
+
+    name: str
+    limits: SizeLimits
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """N x 3 x H x W float32 in [0, 1] -> the restored batch, same shape, float32."""
+
+    def close(self) -> None:
+        """Releases what the backend holds; it is not used afterwards."""
+
+
 class OnnxRuntimeBackend:
     name = "onnxruntime"
-    max_batch = None  # dynamic graphs take any batch and size
-    max_hw = None
 
     def __init__(self, path, providers=None, threads: int | None = None, memory_arena: bool = True):
-        ort = require("onnxruntime", "pip install onnxruntime", "running ONNX graphs")
+        ort = require("onnxruntime", "pip install 'hinet-deploy[onnxruntime]'",
+                      "running ONNX graphs")
         self.path = Path(path)
         options = ort.SessionOptions()
         if threads:
@@ -49,10 +66,10 @@ class OnnxRuntimeBackend:
             else self.session.get_outputs()[0].name
         self.input_dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
         dims = [d if isinstance(d, int) else None for d in inp.shape]
-        self.fixed_batch = dims[0]
-        self.fixed_hw = (dims[2], dims[3]) if dims[2] and dims[3] else None
-        meta = self.session.get_modelmeta().custom_metadata_map
-        self.size_multiple = int(meta.get("hinet.size_multiple", DEFAULT_SIZE_MULTIPLE))
+        meta = from_properties(self.session.get_modelmeta().custom_metadata_map)
+        self.limits = SizeLimits(  # dynamic graphs take any batch and size
+            multiple=int(meta.get("size_multiple", HINET_SIZE_MULTIPLE)), fixed_batch=dims[0],
+            fixed_hw=(dims[2], dims[3]) if dims[2] and dims[3] else None)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         feed = {self.input_name: batch.astype(self.input_dtype, copy=False)}
@@ -66,19 +83,16 @@ class TorchBackend:
     """The PyTorch reference: runs a checkpoint directly, FP32, on the CPU or a CUDA device."""
 
     name = "torch"
-    fixed_batch = None
-    fixed_hw = None
-    max_batch = None
-    max_hw = None
 
     def __init__(self, path, variant: str | None = None, device: str = "cpu"):
-        from export.checkpoint import load_checkpoint  # the earlier stage; needs torch
+        from hinet_deploy.export.checkpoint import load_checkpoint  # the earlier stage; needs torch
 
-        self.torch = require("torch", "pip install torch==2.13.0", "the PyTorch backend")
+        self.torch = require("torch", "pip install 'hinet-deploy[export]' (on Jetson: NVIDIA's torch "
+                             "wheel)", "the PyTorch backend")
         self.loaded = load_checkpoint(path, variant)
         self.device = device
         self.net = self.loaded.net.to(device)
-        self.size_multiple = self.loaded.size_multiple
+        self.limits = SizeLimits(multiple=self.loaded.size_multiple)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         with self.torch.inference_mode():
@@ -94,19 +108,35 @@ class TorchBackend:
         self.net = None
 
 
-def open_backend(path, **options):
-    """Picks the backend by file type: .onnx -> ONNX Runtime, .pth/.pt -> PyTorch, .engine/.plan ->
-    the TensorRT (or TensorRT-RTX) its sidecar names."""
-    path = Path(path)
+def _backend_class(path: Path):
     suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        return OnnxRuntimeBackend
+    if suffix in (".pth", ".pt"):
+        return TorchBackend
+    if suffix in (".engine", ".plan"):
+        from hinet_deploy.runtime.trt_backend import TensorRtBackend
+
+        return TensorRtBackend
+    raise HinetDeployError(f"cannot tell how to run {path.name!r}: expected .onnx, .pth or .engine")
+
+
+def backend_options(cls) -> list[str]:
+    """The keyword options a backend class takes."""
+    params = list(inspect.signature(cls.__init__).parameters.values())[2:]  # self, path
+    return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
+def open_backend(path, **options) -> Backend:
+    """Picks the backend by file type: .onnx -> ONNX Runtime, .pth/.pt -> PyTorch, .engine/.plan ->
+    the TensorRT (or TensorRT-RTX) its sidecar names. Options the backend does not take are refused."""
+    path = Path(path)
     if not path.exists():
         raise HinetDeployError(f"model file {path} does not exist")
-    if suffix == ".onnx":
-        return OnnxRuntimeBackend(path, **options)
-    if suffix in (".pth", ".pt"):
-        return TorchBackend(path, **options)
-    if suffix in (".engine", ".plan"):
-        from runtime.trt_backend import TensorRtBackend
-
-        return TensorRtBackend(path, **options)
-    raise HinetDeployError(f"cannot tell how to run {path.name!r}: expected .onnx, .pth or .engine")
+    cls = _backend_class(path)
+    accepted = backend_options(cls)
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise HinetDeployError(f"{cls.name} ({path.suffix} files) does not take "
+                               f"{', '.join(unknown)}; it takes {', '.join(accepted) or 'no options'}")
+    return cls(path, **options)

@@ -12,8 +12,8 @@ import sys
 
 import numpy as np
 
-from hinet_deploy.errors import HinetDeployError
-from runtime.images import ImageLayout, check_image, scale_of
+from hinet_deploy.common.errors import HinetDeployError
+from hinet_deploy.runtime.images import ImageLayout, check_image, scale_of
 
 _DLPACK_CUDA = (2, 13)  # kDLCUDA, kDLCUDAManaged
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hinet_deploy.errors import HinetDeployError
-from hinet_deploy.files import atomic_path
+from hinet_deploy.common.errors import HinetDeployError
+from hinet_deploy.common.files import atomic_path
 
 _SCALE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 _FLOATS = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))

@@ -1,6 +1,6 @@
 """Restorer: images of any size in, restored images of the same size and type out.
 
-    from runtime import Restorer
+    from hinet_deploy.runtime import Restorer
     with Restorer("hinet.onnx") as restore:          # mode="whole" | "grids" | "blend"
         clean = restore(noisy_uint8_hxwx3)
 
@@ -14,11 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from hinet_deploy.errors import HinetDeployError
-from runtime.backends import open_backend
-from runtime.device import as_torch, from_network_device, is_device_array, like, to_network_device
-from runtime.images import from_network, to_network
-from runtime.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, TilePlan, make_plan, ops_for, run_plan
+from hinet_deploy.common.errors import HinetDeployError
+from hinet_deploy.common.limits import SizeLimits
+from hinet_deploy.runtime.backends import open_backend
+from hinet_deploy.runtime.device import as_torch, from_network_device, is_device_array, like, to_network_device
+from hinet_deploy.runtime.images import from_network, to_network
+from hinet_deploy.runtime.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, TilePlan, make_plan, ops_for, run_plan
 
 DEFAULT_BATCH = 4  # tiles a call in tiled modes; whole-image mode always runs one image
 
@@ -39,29 +40,35 @@ class Restorer:
                 str(model_path).lower().endswith(".onnx"):
             # Tiled modes exist to bound memory: trade ORT's arena for a lower peak.
             backend_options.setdefault("memory_arena", False)
-        # A path picks its backend by file type; an object with run() and size_multiple (one of
-        # runtime.backends, or the caller's own) is used as it is.
+        # A path picks its backend by file type; an object with run() and limits (one of
+        # runtime.backends, or the caller's own: runtime.backends.Backend) is used as it is.
         self.backend = model_path if hasattr(model_path, "run") else \
             open_backend(model_path, **backend_options)
+        limits = getattr(self.backend, "limits", None)
+        if not isinstance(limits, SizeLimits):
+            raise HinetDeployError(f"{type(self.backend).__name__} has no `limits` "
+                                   f"(hinet_deploy.common.limits.SizeLimits): a backend must say "
+                                   f"what input it takes")
+        self.limits = limits
         self.mode, self.tile, self.overlap = mode, tile, overlap
-        fixed = self.backend.fixed_hw
+        fixed = limits.fixed_hw
         if fixed is not None:
             if fixed[0] != fixed[1] or mode == "whole":
                 raise HinetDeployError(
                     f"{model_path} has a fixed input of {fixed[0]}x{fixed[1]}: use mode='blend' or "
                     f"'grids' with a square fixed size, or export with dynamic shapes")
             self.tile = fixed[0]
-        if self.backend.max_hw is not None and mode == "blend" and tile is None:
-            self.tile = min(DEFAULT_TILE, *self.backend.max_hw)  # engines: stay in the profile
-        self.batch = self.backend.fixed_batch or min(batch, self.backend.max_batch or batch)
-        make_plan(64, 64, mode, self.backend.size_multiple, self.tile, overlap)  # validates early
+        if limits.max_hw is not None and mode == "blend" and tile is None:
+            self.tile = min(DEFAULT_TILE, *limits.max_hw)  # engines: stay in the profile
+        self.batch = limits.fixed_batch or min(batch, limits.max_batch or batch)
+        make_plan(64, 64, mode, limits.multiple, self.tile, overlap)  # validates early
 
     def plan(self, height: int, width: int) -> TilePlan:
-        return make_plan(height, width, self.mode, self.backend.size_multiple, self.tile, self.overlap)
+        return make_plan(height, width, self.mode, self.limits.multiple, self.tile, self.overlap)
 
     def _run_batch(self, crops):
         """N x 3 x h x w crops (numpy, or a torch tensor on a GPU) through the backend."""
-        fixed = self.backend.fixed_batch
+        fixed = self.limits.fixed_batch
         count = len(crops)
         if fixed is not None and count != fixed:  # repeat the last crop up to the graph's batch
             crops = ops_for(crops).concat([crops] + [crops[-1:]] * (fixed - count))

@@ -22,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 
-from hinet_deploy.errors import HinetDeployError
+from hinet_deploy.common.errors import HinetDeployError
 
 OFFICIAL_CROP = 256  # crop_size of the official GoPro/REDS/Rain13k test configs
 DEFAULT_TILE = 512  # blend mode: 512x512 of the gopro variant peaks well under 4 GB in ORT (bench)

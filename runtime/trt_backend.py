@@ -16,15 +16,17 @@ EngineRunner moves batches through an execution context, apart from how the cont
 from __future__ import annotations
 
 import ctypes
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from engines.backend import load_backend
-from engines.build import read_sidecar
-from hinet_deploy.errors import HinetDeployError
-from hinet_deploy.lazy import require
+from hinet_deploy.common.limits import SizeLimits
+from hinet_deploy.engines.sidecar import EngineSidecar, read_sidecar
+from hinet_deploy.engines.tensorrt_module import collecting_logger, import_tensorrt
+from hinet_deploy.common.errors import HinetDeployError
+from hinet_deploy.common.lazy import require
 
 # TensorRT-RTX 1.7.1 runs engines only on these GPUs, as its runtime says when refusing an H100
 # ("Supported compute capabilities: 8.0 8.6 8.9 12.0 12.1 >12.0"; measured, README). Its build-time
@@ -34,7 +36,7 @@ RTX_COMPUTE_CAPABILITIES = {(8, 0), (8, 6), (8, 9), (12, 0), (12, 1)}
 
 def rtx_runs_on(capability: tuple[int, int]) -> bool:
     return capability in RTX_COMPUTE_CAPABILITIES or capability > (12, 1)
-INSTALL_CUDA = "pip install cuda-bindings"
+INSTALL_CUDA = "pip install 'hinet-deploy[trt]' (cuda-bindings)"
 
 
 @dataclass
@@ -43,22 +45,60 @@ class BufferPlan:
 
     capacity: dict[str, int] = field(default_factory=dict)
 
-    def grow(self, name: str, nbytes: int) -> bool:
+    def needs(self, name: str, nbytes: int) -> bool:
         """True when the buffer must be (re)allocated for `nbytes`."""
-        if nbytes <= self.capacity.get(name, 0):
-            return False
+        return nbytes > self.capacity.get(name, 0)
+
+    def record(self, name: str, nbytes: int) -> None:
+        """Called once the allocation succeeded: a failed one leaves the plan as it was."""
         self.capacity[name] = nbytes
-        return True
 
 
-def check_sidecar(sidecar: dict, backend_name: str, backend_version: str, engine: Path) -> None:
-    if sidecar.get("backend") != backend_name:
-        raise HinetDeployError(f"{engine} was built with {sidecar.get('backend')}, not {backend_name}")
-    if sidecar.get("backend_version") != backend_version:
+@dataclass(frozen=True)
+class EngineIO:
+    """The engine's I/O tensors, read from the engine itself: one input, one or more outputs (the
+    stage-1 image too with --both-stages), of which `result` is the restoration."""
+
+    input: str
+    outputs: tuple[str, ...]
+    result: str
+    dtype: dict  # name -> numpy dtype
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (self.input, *self.outputs)
+
+
+def engine_io(engine, trt, expected_outputs) -> EngineIO:
+    """Lists the I/O tensors of a deserialised engine (num_io_tensors, get_tensor_mode, as
+    Polygraphy's TrtRunner does) and refuses an engine that is not a HINet restorer."""
+    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+    inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+    outputs = tuple(n for n in names if n not in inputs)
+    return io_from_names(inputs, outputs, expected_outputs,
+                         {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in names})
+
+
+def io_from_names(inputs, outputs, expected_outputs, dtypes) -> EngineIO:
+    if len(inputs) != 1:
+        raise HinetDeployError(f"the engine has inputs {inputs}; a HINet engine has exactly one")
+    missing = [n for n in expected_outputs if n not in outputs]
+    if missing or not outputs:
+        raise HinetDeployError(f"the engine's outputs {list(outputs)} lack {missing or 'any'}, "
+                               f"which its sidecar names: it is not the engine the sidecar describes")
+    result = "output" if "output" in outputs else expected_outputs[-1] if expected_outputs \
+        else outputs[0]
+    return EngineIO(inputs[0], tuple(outputs), result, dtypes)
+
+
+def check_sidecar(sidecar: EngineSidecar, module: str, version: str, engine: Path) -> None:
+    if sidecar.tensorrt != module:
+        raise HinetDeployError(f"{engine} was built with {sidecar.tensorrt}, not {module}")
+    if sidecar.tensorrt_version != version:
         raise HinetDeployError(
-            f"{engine} was built with {backend_name} {sidecar.get('backend_version')} but "
-            f"{backend_version} is installed: engines only load in the version that built them; "
-            f"rebuild it with hinet-deploy build")
+            f"{engine} was built with {module} {sidecar.tensorrt_version} but {version} is "
+            f"installed: engines only load in the version that built them; rebuild it with "
+            f"hinet-deploy build")
 
 
 def gpu_mismatch(backend_name: str, capability: tuple[int, int], gpu_name: str,
@@ -125,128 +165,176 @@ class _Cuda:
         self.rt.cudaStreamDestroy(self.stream)
 
 
+# Whole-image use sees a new input shape per image size; each shape's CUDA graph holds device memory
+# and an executable graph, so only the most recently used few are kept.
+MAX_CUDA_GRAPHS = 8
+
+
 class EngineRunner:
-    """Runs N x 3 x H x W batches through an execution context ("input" -> "output").
+    """Runs N x 3 x H x W batches through an execution context.
 
     `context` needs set_input_shape, set_tensor_address and execute_async_v3 (TensorRT's
-    IExecutionContext). `capture` records one CUDA graph per input shape and replays it; only for
-    contexts whose backend does not capture by itself.
+    IExecutionContext); every return value is checked. `capture` records one CUDA graph per input
+    shape (the MAX_CUDA_GRAPHS most recent kept) and replays it, falling back to plain execution for
+    a shape that cannot be captured, as trtexec does; only for contexts whose TensorRT does not
+    capture by itself.
     """
 
-    def __init__(self, cuda: _Cuda, context, io_dtype: dict, profile: dict, capture: bool = False):
-        self.cuda, self.context, self.io_dtype, self.profile = cuda, context, io_dtype, profile
+    def __init__(self, cuda: _Cuda, context, io: EngineIO, profile: dict, capture: bool = False):
+        self.cuda, self.context, self.io, self.profile = cuda, context, io, profile
         self.capture = capture
         self.plan = BufferPlan()
         self.device_ptr: dict[str, int] = {}
         self.host_ptr: dict[str, int] = {}
-        self.graphs: dict[tuple, object] = {}  # input shape -> instantiated CUDA graph
+        self.graphs: OrderedDict[tuple, object] = OrderedDict()  # shape -> CUDA graph exec
+        self.uncapturable: set[tuple] = set()
 
-    def _buffers(self, name: str, nbytes: int):
+    def _allocate(self, kind: str, name: str, nbytes: int) -> int:
+        """The device ("device") or pinned host ("host") buffer of a tensor, grown when too small."""
         rt, call = self.cuda.rt, self.cuda.call
-        if self.plan.grow(name, nbytes):
-            self._drop_graphs()  # they hold the old addresses
-            if name in self.device_ptr:
-                call(rt.cudaFree(self.device_ptr.pop(name)))
-                call(rt.cudaFreeHost(self.host_ptr.pop(name)))
-            self.device_ptr[name] = call(rt.cudaMalloc(nbytes))
-            self.host_ptr[name] = call(rt.cudaMallocHost(nbytes))
-        return self.device_ptr[name], self.host_ptr[name]
+        ptrs, key = (self.device_ptr, self.host_ptr)[kind == "host"], f"{kind}:{name}"
+        if self.plan.needs(key, nbytes):
+            if kind == "device":
+                self._drop_graphs()  # they hold the old addresses
+            if name in ptrs:
+                call((rt.cudaFree if kind == "device" else rt.cudaFreeHost)(ptrs.pop(name)))
+            ptrs[name] = call((rt.cudaMalloc if kind == "device" else rt.cudaMallocHost)(nbytes))
+            self.plan.record(key, nbytes)
+        return ptrs[name]
+
+    def _nbytes(self, name: str, shape) -> int:
+        return int(np.prod(shape)) * self.io.dtype[name].itemsize
+
+    def _device_buffers(self, shape) -> dict[str, int]:
+        return {n: self._allocate("device", n, self._nbytes(n, shape)) for n in self.io.names}
 
     def _host_view(self, name: str, shape) -> np.ndarray:
-        dtype = self.io_dtype[name]
+        dtype = self.io.dtype[name]
         count = int(np.prod(shape))
-        raw = (ctypes.c_byte * (count * dtype.itemsize)).from_address(self.host_ptr[name])
+        ptr = self._allocate("host", name, count * dtype.itemsize)
+        raw = (ctypes.c_byte * (count * dtype.itemsize)).from_address(ptr)
         return np.frombuffer(raw, dtype=dtype, count=count).reshape(shape)
 
-    def _io_buffers(self, shape) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
-        """(bytes, device pointers, pinned host pointers) of input and output at this shape."""
-        count = int(np.prod(shape))
-        nbytes = {n: count * self.io_dtype[n].itemsize for n in ("input", "output")}
-        device, host = {}, {}
-        for name, size in nbytes.items():
-            device[name], host[name] = self._buffers(name, size)
-        return nbytes, device, host
+    def _run_once(self, shape) -> bool:
+        return bool(self.context.execute_async_v3(int(self.cuda.stream)))
 
-    def _run_once(self, shape) -> None:
-        if not self.context.execute_async_v3(int(self.cuda.stream)):
+    def _bind(self, shape, addresses: dict[str, int]) -> None:
+        if not self.context.set_input_shape(self.io.input, tuple(shape)):
+            raise HinetDeployError(f"the engine refused input shape {'x'.join(map(str, shape))}")
+        for name, address in addresses.items():
+            if not self.context.set_tensor_address(name, address):
+                raise HinetDeployError(f"the engine refused the address of tensor {name!r}")
+
+    def _execute(self, shape, addresses: dict[str, int]) -> None:
+        """The engine on the runner's stream, on the given tensor addresses."""
+        self._bind(shape, addresses)
+        shape = tuple(shape)
+        if self.capture and shape not in self.uncapturable and self._replay(shape):
+            return
+        if not self._run_once(shape):
             raise HinetDeployError(f"the engine failed to run at {'x'.join(map(str, shape))}")
 
-    def _execute(self, shape, d_in: int, d_out: int) -> None:
-        """The engine on the runner's stream, reading d_in and writing d_out."""
-        self.context.set_input_shape("input", tuple(shape))
-        self.context.set_tensor_address("input", d_in)
-        self.context.set_tensor_address("output", d_out)
-        if self.capture:
-            self._replay(tuple(shape))
-        else:
-            self._run_once(shape)
-
-    def _replay(self, shape: tuple) -> None:
-        rt, call, stream = self.cuda.rt, self.cuda.call, self.cuda.stream
-        if shape not in self.graphs:
-            # The first run does the work TensorRT defers to it (allocations, shape set-up), which
-            # stream capture forbids; the second is recorded.
-            self._run_once(shape)
-            call(rt.cudaStreamSynchronize(stream))
-            call(rt.cudaStreamBeginCapture(
-                stream, rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal))
-            ran = self.context.execute_async_v3(int(stream))
-            graph = call(rt.cudaStreamEndCapture(stream))
+    def _capture(self, shape: tuple):
+        """An instantiated CUDA graph of the engine at this shape, or None where capture fails."""
+        rt, stream = self.cuda.rt, self.cuda.stream
+        # The first run does the work TensorRT defers to it (allocations, shape set-up), which
+        # stream capture forbids; the second is recorded.
+        if not self._run_once(shape):
+            raise HinetDeployError(f"the engine failed to run at {'x'.join(map(str, shape))}")
+        self.cuda.call(rt.cudaStreamSynchronize(stream))
+        err, = rt.cudaStreamBeginCapture(
+            stream, rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal)
+        if err != rt.cudaError_t.cudaSuccess:
+            return None
+        ran = self._run_once(shape)
+        err, graph = rt.cudaStreamEndCapture(stream)
+        if err != rt.cudaError_t.cudaSuccess or graph is None:
+            return None
+        try:
             if not ran:
-                rt.cudaGraphDestroy(graph)
-                raise HinetDeployError("the engine could not be captured in a CUDA graph; run "
-                                       "without cuda_graph")
-            self.graphs[shape] = call(rt.cudaGraphInstantiate(graph, 0))
-            call(rt.cudaGraphDestroy(graph))
-        call(rt.cudaGraphLaunch(self.graphs[shape], stream))
+                return None
+            err, graph_exec = rt.cudaGraphInstantiate(graph, 0)
+            return graph_exec if err == rt.cudaError_t.cudaSuccess else None
+        finally:
+            rt.cudaGraphDestroy(graph)  # the executable graph does not need it
+
+    def _replay(self, shape: tuple) -> bool:
+        """Launches the shape's graph, capturing it first; False where it cannot be captured."""
+        if shape not in self.graphs:
+            graph = self._capture(shape)
+            if graph is None:
+                self.uncapturable.add(shape)
+                return False
+            self.graphs[shape] = graph
+            while len(self.graphs) > MAX_CUDA_GRAPHS:
+                _, oldest = self.graphs.popitem(last=False)
+                self.cuda.rt.cudaGraphExecDestroy(oldest)
+        self.graphs.move_to_end(shape)
+        self.cuda.call(self.cuda.rt.cudaGraphLaunch(self.graphs[shape], self.cuda.stream))
+        return True
 
     def _drop_graphs(self) -> None:
         for graph in self.graphs.values():
             self.cuda.rt.cudaGraphExecDestroy(graph)
-        self.graphs = {}
+        self.graphs = OrderedDict()
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """numpy in, numpy out, through pinned host buffers."""
         rt, call, stream = self.cuda.rt, self.cuda.call, self.cuda.stream
-        check_shape(batch.shape, self.profile)
-        nbytes, device, host = self._io_buffers(batch.shape)
-        np.copyto(self._host_view("input", batch.shape), batch, casting="same_kind")
+        shape = tuple(batch.shape)
+        check_shape(shape, self.profile)
+        device = self._device_buffers(shape)
+        src, dst = self.io.input, self.io.result
+        np.copyto(self._host_view(src, shape), batch, casting="same_kind")
+        out = self._host_view(dst, shape)
         h2d, d2h = rt.cudaMemcpyKind.cudaMemcpyHostToDevice, rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        call(rt.cudaMemcpyAsync(device["input"], host["input"], nbytes["input"], h2d, stream))
-        self._execute(batch.shape, device["input"], device["output"])
-        call(rt.cudaMemcpyAsync(host["output"], device["output"], nbytes["output"], d2h, stream))
+        call(rt.cudaMemcpyAsync(device[src], self.host_ptr[src], self._nbytes(src, shape), h2d,
+                                stream))
+        self._execute(shape, device)
+        call(rt.cudaMemcpyAsync(self.host_ptr[dst], device[dst], self._nbytes(dst, shape), d2h,
+                                stream))
         call(rt.cudaStreamSynchronize(stream))
-        return self._host_view("output", batch.shape).astype(np.float32)
+        return out.astype(np.float32)
 
     def run_device(self, batch):
         """A torch CUDA tensor in, a float32 torch CUDA tensor out: the engine reads and writes the
         tensors' own memory (with CUDA graphs, one device-to-device copy each way into the graph's
-        fixed buffers). Ordered after the caller's current stream, and before it again."""
+        fixed buffers). Ordered after the caller's current stream, and before it again. No host
+        buffer is touched."""
         import torch
 
-        check_shape(tuple(batch.shape), self.profile)
+        shape = tuple(batch.shape)
+        check_shape(shape, self.profile)
         if batch.device.type != "cuda" or batch.device.index != self.cuda.device:
             raise HinetDeployError(f"the engine runs on cuda:{self.cuda.device}; the tensor is on "
                                    f"{batch.device}")
-        dtypes = {n: getattr(torch, self.io_dtype[n].name) for n in ("input", "output")}
-        x = batch.to(dtypes["input"]).contiguous()
-        y = torch.empty(tuple(batch.shape), dtype=dtypes["output"], device=batch.device)
+        tensors = {self.io.input: batch.to(getattr(torch, self.io.dtype[self.io.input].name))
+                   .contiguous()}
+        for name in self.io.outputs:
+            tensors[name] = torch.empty(shape, dtype=getattr(torch, self.io.dtype[name].name),
+                                        device=batch.device)
         caller = torch.cuda.current_stream(batch.device)
         ours = torch.cuda.ExternalStream(int(self.cuda.stream), device=batch.device)
         ours.wait_stream(caller)
-        x.record_stream(ours)  # the caching allocator must not hand these out while we run
-        y.record_stream(ours)
+        for tensor in tensors.values():
+            tensor.record_stream(ours)  # the caching allocator must not hand these out meanwhile
         if self.capture:  # the graph holds its own buffers' addresses
-            rt, call, stream = self.cuda.rt, self.cuda.call, self.cuda.stream
-            nbytes, device, _ = self._io_buffers(batch.shape)
-            d2d = rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice
-            call(rt.cudaMemcpyAsync(device["input"], x.data_ptr(), nbytes["input"], d2d, stream))
-            self._execute(batch.shape, device["input"], device["output"])
-            call(rt.cudaMemcpyAsync(y.data_ptr(), device["output"], nbytes["output"], d2d, stream))
+            self._run_through_graph_buffers(shape, tensors)
         else:
-            self._execute(batch.shape, x.data_ptr(), y.data_ptr())
+            self._execute(shape, {n: t.data_ptr() for n, t in tensors.items()})
         caller.wait_stream(ours)
-        return y.float()
+        return tensors[self.io.result].float()
+
+    def _run_through_graph_buffers(self, shape, tensors) -> None:
+        rt, call, stream = self.cuda.rt, self.cuda.call, self.cuda.stream
+        device = self._device_buffers(shape)
+        d2d = rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice
+        src, dst = self.io.input, self.io.result
+        call(rt.cudaMemcpyAsync(device[src], tensors[src].data_ptr(), self._nbytes(src, shape),
+                                d2d, stream))
+        self._execute(shape, device)
+        call(rt.cudaMemcpyAsync(tensors[dst].data_ptr(), device[dst], self._nbytes(dst, shape),
+                                d2d, stream))
 
     def close(self) -> None:
         rt = self.cuda.rt
@@ -261,54 +349,64 @@ class EngineRunner:
 
 
 class TensorRtBackend:
+    """A TensorRT (or TensorRT-RTX) engine on a CUDA GPU, checked against its sidecar first."""
+
     name = "tensorrt"
-    fixed_batch = None
-    fixed_hw = None
 
     def __init__(self, path, device: int = 0, cuda_graph: bool = False):
         self.path = Path(path)
         self.sidecar = read_sidecar(self.path)
-        trt_backend = load_backend(self.sidecar.get("backend"))
-        check_sidecar(self.sidecar, trt_backend.name, trt_backend.version, self.path)
-        self.name = trt_backend.name
+        trt_module = import_tensorrt(self.sidecar.tensorrt)
+        check_sidecar(self.sidecar, trt_module.name, trt_module.version, self.path)
+        self.name = trt_module.name
+        profile = self.sidecar.profile
+        self.limits = SizeLimits(multiple=self.sidecar.size_multiple, max_batch=profile["max"][0],
+                                 max_hw=(profile["max"][2], profile["max"][3]))
         self.cuda = _Cuda(device)
-        self.runner = None
+        self.runner = self.engine = self.runtime_config = None
         try:
-            self._load(trt_backend, cuda_graph)
+            self._load(trt_module, cuda_graph)
         except BaseException:
             self.cuda.close()  # the stream; nothing else is held yet
             raise
 
-    def _load(self, trt_backend, cuda_graph: bool) -> None:
-        if trt_backend.name == "tensorrt_rtx" and not rtx_runs_on(self.cuda.capability):
+    def _deserialise(self, trt_module):
+        trt = trt_module.module
+        logger = collecting_logger(trt)  # the process's one logger, shared with builds
+        with logger.capture() as messages:
+            self.runtime = trt.Runtime(logger)
+            engine = self.runtime.deserialize_cuda_engine(self.path.read_bytes())
+        if engine is None:
+            why = gpu_mismatch(trt_module.name, self.cuda.capability, self.cuda.name,
+                               list(self.sidecar.compute_capabilities))
+            said = " | ".join(messages)[-1000:]
+            raise HinetDeployError(f"{trt_module.name} could not deserialise {self.path} on "
+                                   f"{self.cuda.name}: {why or said or 'no message'}")
+        return engine
+
+    def _load(self, trt_module, cuda_graph: bool) -> None:
+        if trt_module.name == "tensorrt_rtx" and not rtx_runs_on(self.cuda.capability):
             raise HinetDeployError(f"{self.path} cannot run here: " + gpu_mismatch(
-                trt_backend.name, self.cuda.capability, self.cuda.name, []))
-        trt = self.trt = trt_backend.module
-        if self.sidecar.get("hin_plugin"):
-            from engines.plugin.hin_plugin import register
+                trt_module.name, self.cuda.capability, self.cuda.name, []))
+        trt = trt_module.module
+        if self.sidecar.hin_plugin:
+            from hinet_deploy.engines.plugin.hin_plugin import register
 
             register(trt)  # the engine holds plugin layers: their creator must be known first
-        self.logger = trt.Logger(trt.Logger.WARNING)
-        self.engine = trt.Runtime(self.logger).deserialize_cuda_engine(self.path.read_bytes())
-        if self.engine is None:
-            why = gpu_mismatch(trt_backend.name, self.cuda.capability, self.cuda.name,
-                               self.sidecar.get("compute_capabilities", []))
-            raise HinetDeployError(f"{trt_backend.name} could not deserialise {self.path} on "
-                                   f"{self.cuda.name}: {why or 'its log above says why'}")
+        self.engine = self._deserialise(trt_module)
+        io = engine_io(self.engine, trt, self.sidecar.outputs)
         native_graphs = hasattr(trt, "CudaGraphStrategy")  # TensorRT-RTX captures by itself
         if cuda_graph and native_graphs:
-            config = self.engine.create_runtime_config()
-            config.cuda_graph_strategy = trt.CudaGraphStrategy.WHOLE_GRAPH_CAPTURE
-            context = self.engine.create_execution_context(config)
+            # Kept on the backend for the context's whole life, as NVIDIA's RTX samples keep it.
+            self.runtime_config = self.engine.create_runtime_config()
+            self.runtime_config.cuda_graph_strategy = trt.CudaGraphStrategy.WHOLE_GRAPH_CAPTURE
+            context = self.engine.create_execution_context(self.runtime_config)
         else:
             context = self.engine.create_execution_context()
-        self.size_multiple = int(self.sidecar.get("size_multiple", 16))
-        self.profile = self.sidecar["profiles"][0]
-        self.max_hw = (self.profile["max"][2], self.profile["max"][3])
-        self.max_batch = self.profile["max"][0]
-        io_dtype = {n: np.dtype(trt.nptype(self.engine.get_tensor_dtype(n)))
-                    for n in ("input", "output")}
-        self.runner = EngineRunner(self.cuda, context, io_dtype, self.profile,
+        if context is None:
+            raise HinetDeployError(f"{trt_module.name} could not create an execution context for "
+                                   f"{self.path} (out of GPU memory?)")
+        self.runner = EngineRunner(self.cuda, context, io, self.sidecar.profile,
                                    capture=cuda_graph and not native_graphs)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
@@ -321,4 +419,4 @@ class TensorRtBackend:
         if self.runner is not None:
             self.runner.close()
             self.cuda.close()
-        self.runner = self.engine = None
+        self.runner = self.engine = self.runtime_config = None

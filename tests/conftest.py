@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from export.checkpoint import save_basicsr
-from export.model import HINet, HINetConfig
+from hinet_deploy.export.checkpoint import save_basicsr
+from hinet_deploy.export.model import HINet, HINetConfig
 
 DATA = Path(__file__).parent / "data"
 REPO = Path(__file__).resolve().parent.parent
@@ -56,8 +56,8 @@ def small_ckpt(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def small_onnx(small_ckpt, tmp_path_factory) -> Path:
-    from export.checkpoint import load_checkpoint
-    from export.onnx_export import export_onnx
+    from hinet_deploy.export.checkpoint import load_checkpoint
+    from hinet_deploy.export.onnx_export import export_onnx
 
     path = tmp_path_factory.mktemp("onnx") / "small.onnx"
     export_onnx(load_checkpoint(small_ckpt), path, log=lambda m: None)

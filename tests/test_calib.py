@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from calib.data import CalibrationReader, folder_images, make_crops, preprocess
-from hinet_deploy.errors import HinetDeployError
-from runtime.images import to_network
+from hinet_deploy.calib.data import CalibrationReader, folder_images, make_crops, preprocess
+from hinet_deploy.common.errors import HinetDeployError
+from hinet_deploy.runtime.images import to_network
 
 
 def test_preprocessing_equals_the_restorers():

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from conftest import GOPRO_LIKE, REPO, SIDD_LIKE, random_net
-from export.checkpoint import load_checkpoint, save_basicsr
-from hinet_deploy.errors import HinetDeployError
+from hinet_deploy.export.checkpoint import load_checkpoint, save_basicsr
+from hinet_deploy.common.errors import HinetDeployError
 
 
 @pytest.fixture(scope="module")

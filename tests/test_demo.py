@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from calib.photos import DEMO_NOISE_SIGMA, HELD_OUT, TRAIN, add_gaussian_noise, load_photo
+from hinet_deploy.calib.photos import DEMO_NOISE_SIGMA, HELD_OUT, TRAIN, add_gaussian_noise, load_photo
 from conftest import REPO
-from export.checkpoint import load_checkpoint
-from hinet_deploy.demo import DEMO_CHECKPOINT
-from runtime import Restorer
-from runtime.metrics import psnr
+from hinet_deploy.export.checkpoint import load_checkpoint
+from hinet_deploy.export.variants import DEMO_CHECKPOINT
+from hinet_deploy.runtime import Restorer
+from hinet_deploy.runtime.metrics import psnr
 
 MIN_GAIN_DB = 6.0  # issue 2's acceptance: PSNR gain over the noisy input on held-out photographs
 

@@ -4,7 +4,7 @@ CPU: the torch image conversions equal the numpy ones, device arrays are recogni
 through tiling and backends like numpy arrays. GPU (marked): torch and cupy images in and out on the
 GPU, and EngineRunner (the TensorRT backend's I/O, copies, zero-copy binding, CUDA graphs, buffer
 growth) driven by a stand-in execution context whose "network" is a real CUDA kernel (y = 1 - x):
-TensorRT-RTX does not run on the lent H100 and full TensorRT is not installable (README).
+TensorRT-RTX does not run on the H100 (sm_90) and full TensorRT is not installable (README).
 """
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from hinet_deploy.errors import HinetDeployError
-from runtime import Restorer
-from runtime.device import from_network_device, is_device_array, to_network_device
-from runtime.images import from_network, to_network
+from hinet_deploy.common.errors import HinetDeployError
+from hinet_deploy.common.limits import SizeLimits
+from hinet_deploy.runtime import Restorer
+from hinet_deploy.runtime.device import from_network_device, is_device_array, to_network_device
+from hinet_deploy.runtime.images import from_network, to_network
 
 LAYOUTS = [(20, 30), (20, 30, 1), (20, 30, 3), (20, 30, 4)]
 DTYPES = [np.uint8, np.uint16, np.float32]
@@ -85,7 +86,7 @@ def test_tensors_tile_through_every_backend_like_numpy(which, small_onnx, small_
 
 def test_a_backend_object_is_used_as_given():
     class Halve:
-        size_multiple, fixed_batch, fixed_hw, max_batch, max_hw = 16, 2, None, None, None
+        limits = SizeLimits(fixed_batch=2)
         calls = []
 
         def run(self, batch):
@@ -191,12 +192,12 @@ PROFILE = {"min": [1, 3, 16, 16], "opt": [1, 3, 64, 64], "max": [4, 3, 128, 128]
 
 def _runner(half=False, capture=False):
     pytest.importorskip("cupy")
-    from runtime.trt_backend import EngineRunner, _Cuda
+    from hinet_deploy.runtime.trt_backend import EngineIO, EngineRunner, _Cuda
 
     dtype = np.dtype(np.float16 if half else np.float32)
     context = _StandInContext(half)
-    return EngineRunner(_Cuda(0), context, {"input": dtype, "output": dtype}, PROFILE,
-                        capture=capture), context
+    io = EngineIO("input", ("output",), "output", {"input": dtype, "output": dtype})
+    return EngineRunner(_Cuda(0), context, io, PROFILE, capture=capture), context
 
 
 @pytest.mark.gpu
@@ -244,7 +245,7 @@ def test_restorer_on_the_runner_tiles_on_the_gpu_without_leaking(capture):
     runner, _ = _runner(capture=capture)
 
     class Backend:
-        size_multiple, fixed_batch, fixed_hw, max_batch, max_hw = 16, None, None, 4, (128, 128)
+        limits = SizeLimits(max_batch=4, max_hw=(128, 128))
         run, run_device, close = runner.run, runner.run_device, runner.close
 
     rng = np.random.default_rng(2)

@@ -8,16 +8,18 @@ import signal
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import onnx
 import pytest
 
 from conftest import REPO
-from engines.backend import load_backend
-from engines.build import BuildOptions, Profile, read_sidecar
-from hinet_deploy.errors import HinetDeployError
+from hinet_deploy.engines.tensorrt_module import import_tensorrt
+from hinet_deploy.engines.build import BuildOptions, Profile
+from hinet_deploy.engines.sidecar import SCHEMA, read_sidecar
+from hinet_deploy.common.errors import HinetDeployError
 from hinet_deploy.pipeline import CalibOptions, GraphRequest, build
-from runtime.trt_backend import rtx_runs_on
+from hinet_deploy.runtime.trt_backend import rtx_runs_on
 
 needs_rtx = pytest.mark.skipif(importlib.util.find_spec("tensorrt_rtx") is None,
                                reason="tensorrt_rtx is not installed (pip install tensorrt-rtx)")
@@ -39,15 +41,18 @@ def _build(small_ckpt, tmp_path, precision, backend="tensorrt_rtx"):
 @needs_rtx
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
 def test_rtx_builds_each_precision_with_a_sidecar(small_ckpt, tmp_path, precision):
-    engine, facts = _build(small_ckpt, tmp_path, precision)
-    assert engine.stat().st_size == facts["engine_bytes"] > 100_000
+    engine, built = _build(small_ckpt, tmp_path, precision)
+    assert engine.stat().st_size == built.facts["engine_bytes"] > 100_000
     sidecar = read_sidecar(engine)
-    assert sidecar == json.loads(json.dumps(facts))
-    assert sidecar["backend"] == "tensorrt_rtx" and sidecar["precision"] == precision
-    assert sidecar["backend_version"].startswith("1.")
-    assert sidecar["profiles"] == [{"min": [1, 3, 32, 32], "opt": [1, 3, 64, 64],
-                                    "max": [2, 3, 128, 128]}]
-    graph = onnx.load(sidecar["onnx"])  # the exact graph is kept on disk
+    assert sidecar.schema == SCHEMA and sidecar.tensorrt == "tensorrt_rtx"
+    assert sidecar.precision == precision and sidecar.tensorrt_version.startswith("1.")
+    assert sidecar.profile == {"min": [1, 3, 32, 32], "opt": [1, 3, 64, 64], "max": [2, 3, 128, 128]}
+    assert sidecar.inputs == ("input",) and sidecar.outputs == ("output",)
+    # The name says what went in: graph and precision, profile, TensorRT module and version.
+    assert f".{precision}" in engine.name and ".1x32x32_1x64x64_2x128x128." in engine.name
+    assert f"tensorrt_rtx-{sidecar.tensorrt_version}" in engine.name
+    assert not Path(sidecar.facts["onnx"]).is_absolute()  # relative: the folder can move
+    graph = onnx.load(sidecar.path_fact("onnx", engine))  # the exact graph is kept on disk
     ops = {n.op_type for n in graph.graph.node}
     if precision == "int8":
         assert {"QuantizeLinear", "DequantizeLinear"} <= ops
@@ -58,6 +63,7 @@ def test_rtx_builds_each_precision_with_a_sidecar(small_ckpt, tmp_path, precisio
 @needs_rtx
 def test_rebuild_reuses_timing_and_calibration_caches(small_ckpt, tmp_path, monkeypatch):
     _, first = _build(small_ckpt, tmp_path, "int8")
+    first = first.facts
     assert not first["calibration_cache_hit"]
     quantize_module = importlib.import_module("onnxruntime.quantization.quantize")
 
@@ -66,6 +72,7 @@ def test_rebuild_reuses_timing_and_calibration_caches(small_ckpt, tmp_path, monk
 
     monkeypatch.setattr(quantize_module, "create_calibrator", no_calibration)
     _, second = _build(small_ckpt, tmp_path, "int8")
+    second = second.facts
     assert second["calibration_cache_hit"]
     assert second["calibration_cache"] == first["calibration_cache"]
     # TensorRT-RTX has no timing cache (a deprecated no-op since 1.2): none is claimed.
@@ -77,7 +84,7 @@ def test_rebuild_reuses_timing_and_calibration_caches(small_ckpt, tmp_path, monk
 def test_full_tensorrt_rebuild_loads_the_timing_cache(small_ckpt, tmp_path):
     _, first = _build(small_ckpt, tmp_path, "fp16", backend="tensorrt")
     _, second = _build(small_ckpt, tmp_path, "fp16", backend="tensorrt")
-    assert not first["timing_cache_loaded"] and second["timing_cache_loaded"]
+    assert not first.facts["timing_cache_loaded"] and second.facts["timing_cache_loaded"]
 
 
 def _unparseable_graph(path):
@@ -116,8 +123,8 @@ def test_bad_profile_is_refused():
 
 
 def test_unknown_backend():
-    with pytest.raises(HinetDeployError, match="unknown backend"):
-        load_backend("tensorrt_llm")
+    with pytest.raises(HinetDeployError, match="unknown TensorRT module"):
+        import_tensorrt("tensorrt_llm")
 
 
 def test_precision_is_required():
@@ -129,16 +136,16 @@ def test_precision_is_required():
 @needs_trt
 @pytest.mark.trt
 def test_full_tensorrt_builds_strongly_typed(small_ckpt, tmp_path):
-    engine, facts = _build(small_ckpt, tmp_path, "fp16", backend="tensorrt")
-    assert facts["backend"] == "tensorrt" and engine.exists()
+    engine, sidecar = _build(small_ckpt, tmp_path, "fp16", backend="tensorrt")
+    assert sidecar.tensorrt == "tensorrt" and engine.exists()
 
 
 @needs_rtx
 def test_rtx_engine_needs_a_gpu_to_deserialise_here(small_ckpt, tmp_path):
-    """FINDINGS.md: without a GPU deserialisation returns None; with one RTX runs on it must work,
+    """Without a GPU deserialisation returns None; with one RTX runs on it must work,
     and on one it does not run on (an H100, sm_90: measured) it must return None."""
     engine, _ = _build(small_ckpt, tmp_path, "fp32")
-    backend = load_backend("tensorrt_rtx")
+    backend = import_tensorrt("tensorrt_rtx")
     trt = backend.module
     runtime = trt.Runtime(trt.Logger(trt.Logger.ERROR))
     loaded = runtime.deserialize_cuda_engine(engine.read_bytes())
@@ -156,11 +163,12 @@ def test_rtx_engine_needs_a_gpu_to_deserialise_here(small_ckpt, tmp_path):
 def test_hin_plugin_request_falls_back_and_says_why(small_ckpt, tmp_path):
     req = _request(small_ckpt, tmp_path, "fp16")
     req.hin_plugin = True
-    engine, facts = build(req, None, "tensorrt_rtx", BuildOptions(profile=SMALL_PROFILE))
+    engine, sidecar = build(req, None, "tensorrt_rtx", BuildOptions(profile=SMALL_PROFILE))
+    facts = read_sidecar(engine).facts
     assert engine.exists()
-    assert facts["hin_fused"] == 10 and facts["hin_plugin"] is False
+    assert facts["hin_fused"] == 10 and sidecar.hin_plugin is False
     assert "TensorRT-RTX" in facts["hin_plugin_unavailable"]
-    fused = onnx.load(facts["hin_graph"])
+    fused = onnx.load(engine.parent / facts["hin_graph"])
     assert [n.op_type for n in fused.graph.node].count("HalfInstanceNormLeakyReLU") == 10
     assert facts["onnx"] != facts["hin_graph"]  # the engine was built from the unfused graph
 
@@ -169,12 +177,43 @@ def test_hin_plugin_request_falls_back_and_says_why(small_ckpt, tmp_path):
 def test_rtx_target_compute_capabilities_are_recorded(small_ckpt, tmp_path):
     req = _request(small_ckpt, tmp_path, "fp32")
     options = BuildOptions(profile=SMALL_PROFILE, compute_capabilities=("SM86", "SM89"))
-    _, facts = build(req, None, "tensorrt_rtx", options)
-    assert facts["compute_capabilities"] == ["SM86", "SM89"]
+    engine, _ = build(req, None, "tensorrt_rtx", options)
+    assert read_sidecar(engine).compute_capabilities == ("SM86", "SM89")
+    assert engine.name.endswith("-sm86-sm89.engine")
+    req = _request(small_ckpt, tmp_path / "again", "fp16")
     with pytest.raises(HinetDeployError, match="unknown compute capability SM90"):
         build(req, tmp_path / "x.engine", "tensorrt_rtx",
               BuildOptions(profile=SMALL_PROFILE, compute_capabilities=("SM90",)))
-    assert not (tmp_path / "x.engine").exists()
+    # Refused before any graph was made, not after the FP16 rewrite.
+    assert not (tmp_path / "x.engine").exists() and not (tmp_path / "again").exists()
+
+
+@needs_rtx
+def test_a_moved_engine_folder_loads_through_its_sidecar(small_ckpt, tmp_path):
+    """Built, then the whole folder copied elsewhere (as to a Jetson) and the original removed:
+    the sidecar is found beside the engine, checked, and names the graph in its new place."""
+    engine, _ = _build(small_ckpt, tmp_path, "fp32")
+    moved = tmp_path / "elsewhere" / "engines"
+    shutil.copytree(engine.parent, moved)
+    shutil.rmtree(engine.parent)
+    sidecar = read_sidecar(moved / engine.name)
+    assert sidecar.path_fact("onnx", moved / engine.name).is_file()
+    # Loading checks the sidecar against the installed TensorRT-RTX, then needs a GPU (none here:
+    # the refusal names that; on a GPU the engine-vs-PyTorch test runs it).
+    from hinet_deploy.runtime import Restorer
+
+    if _gpu_count() == 0:
+        with pytest.raises(HinetDeployError, match="needs an NVIDIA GPU and driver"):
+            Restorer(moved / engine.name)
+
+
+def _gpu_count() -> int:
+    try:
+        from cuda.bindings import runtime as rt
+    except ImportError:
+        return 0
+    err, count = rt.cudaGetDeviceCount()
+    return count if err == rt.cudaError_t.cudaSuccess else 0
 
 
 @needs_rtx

@@ -12,10 +12,10 @@ import pytest
 from onnx.reference import ReferenceEvaluator
 
 from conftest import GOPRO_LIKE, REPO, SIDD_LIKE, random_net
-from export.checkpoint import LoadedModel, random_model
-from export.hin_fusion import PLUGIN_OP, fold_hin_blocks, hin_reference, reference_op_class
-from export.onnx_export import export_onnx
-from export.precision import to_fp16
+from hinet_deploy.export.checkpoint import LoadedModel, random_model
+from hinet_deploy.export.hin_fusion import PLUGIN_OP, fold_hin_blocks, hin_reference, reference_op_class
+from hinet_deploy.export.onnx_export import export_onnx
+from hinet_deploy.export.precision import to_fp16
 
 KERNEL = REPO / "engines" / "plugin" / "hin_leaky.cu"
 
@@ -129,7 +129,7 @@ def test_kernel_matches_reference_on_gpu(dtype, tol, shape):
     both the shared-memory and the split path (H*W not a multiple of the block size included)."""
     import cupy as cp
 
-    from engines.plugin.hin_plugin import _Kernel, workspace_bytes
+    from hinet_deploy.engines.plugin.hin_plugin import _Kernel, workspace_bytes
 
     rng = np.random.default_rng(2)
     c = shape[1]
@@ -163,7 +163,7 @@ def _trt():
 
 @needs_trt_module
 def test_plugin_fields_round_trip_through_serialisation():
-    from engines.plugin.hin_plugin import plugin_classes
+    from hinet_deploy.engines.plugin.hin_plugin import plugin_classes
 
     trt = _trt()
     _, creator_class = plugin_classes(trt)
@@ -185,7 +185,7 @@ def test_plugin_fields_round_trip_through_serialisation():
 
 @needs_trt_module
 def test_plugin_takes_linear_float_or_half_with_matching_output():
-    from engines.plugin.hin_plugin import plugin_classes
+    from hinet_deploy.engines.plugin.hin_plugin import plugin_classes
 
     trt = _trt()
     plugin_class, _ = plugin_classes(trt)
@@ -205,7 +205,7 @@ def test_plugin_takes_linear_float_or_half_with_matching_output():
 
 
 def test_launch_plan_caches_small_planes_and_splits_large_ones():
-    from engines.plugin.hin_plugin import launch_plan, workspace_bound, workspace_bytes
+    from hinet_deploy.engines.plugin.hin_plugin import launch_plan, workspace_bound, workspace_bytes
 
     assert launch_plan((2, 64, 64, 64)) == (0, 64 * 64 * 4)  # 16 KB: one block, plane cached
     assert launch_plan((1, 64, 720, 1280)) == (16, 0)  # 64 planes -> 16 blocks each

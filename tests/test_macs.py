@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 from conftest import GOPRO_LIKE, REPO, SIDD_LIKE, random_net
-from export.checkpoint import LoadedModel, random_model
-from export.macs import count_macs
-from export.onnx_export import export_onnx
+from hinet_deploy.export.checkpoint import LoadedModel, random_model
+from hinet_deploy.export.macs import count_macs
+from hinet_deploy.export.onnx_export import export_onnx
 
 
 def hook_counts(net, height, width):
@@ -60,14 +60,14 @@ def test_counts_match_module_hooks(config, size, tmp_path):
 def test_sidd_half_width_matches_findings(tmp_path, reference_variants):
     count = count_macs(_graph(random_model("sidd-0.5x"), tmp_path), 256, 256)
     assert count.params == reference_variants["sidd-0.5x"]["n_params"]
-    assert round(count.macs / 1e9, 1) == 39.5  # FINDINGS.md: SIDD-0.5x 39.5 G
+    assert round(count.macs / 1e9, 1) == 39.5  # SIDD-0.5x: 39.5 G exact (counted once with forward hooks)
 
 
 @pytest.mark.slow
 def test_gopro_reproduces_the_paper(tmp_path, reference_variants):
     count = count_macs(_graph(random_model("gopro"), tmp_path), 256, 256)
     assert count.params == reference_variants["gopro"]["n_params"]
-    assert round(count.macs / 1e9, 2) == 157.60  # FINDINGS.md: exact conv + deconv MACs
+    assert round(count.macs / 1e9, 2) == 157.60  # exact conv + deconv MACs (paper: 170.7 G thop convention)
     assert round(count.macs_paper / 1e9, 1) == 170.7  # the paper's Table (thop convention)
 
 

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from conftest import GOPRO_LIKE, SIDD_LIKE, random_net
-from export.model import HINet, HINetConfig
-from export.variants import OFFICIAL_VARIANTS, infer_config, match_official
+from hinet_deploy.export.model import HINet, HINetConfig
+from hinet_deploy.export.variants import OFFICIAL_VARIANTS, infer_config, match_official
 
 
 @pytest.mark.parametrize("name", list(OFFICIAL_VARIANTS))

@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from conftest import GOPRO_LIKE, REPO, random_net
-from export.checkpoint import load_checkpoint, save_basicsr
-from export.onnx_export import export_onnx, read_metadata
-from hinet_deploy.errors import HinetDeployError
+from hinet_deploy.export.checkpoint import load_checkpoint, save_basicsr
+from hinet_deploy.export.metadata import read_metadata
+from hinet_deploy.export.onnx_export import export_onnx
+from hinet_deploy.common.errors import HinetDeployError
 
 
 def _torch_stage2(ckpt, x: np.ndarray) -> np.ndarray:

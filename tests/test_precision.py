@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from export.precision import float_nodes, to_fp16
-from runtime import Restorer
+from hinet_deploy.export.precision import float_nodes, to_fp16
+from hinet_deploy.runtime import Restorer
 
 
 def test_fp16_io_graph_runs_in_the_restorer(small_onnx, tmp_path):

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from export.checkpoint import load_checkpoint
-from export.onnx_export import export_onnx
-from hinet_deploy.errors import HinetDeployError
-from runtime import Restorer
+from hinet_deploy.export.checkpoint import load_checkpoint
+from hinet_deploy.export.onnx_export import export_onnx
+from hinet_deploy.common.errors import HinetDeployError
+from hinet_deploy.runtime import Restorer
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +104,23 @@ def test_unknown_model_files(tmp_path, name, message):
         path.write_bytes(b"x")
     with pytest.raises(HinetDeployError, match=message):
         Restorer(path)
+
+
+@pytest.mark.parametrize("model, option", [("ckpt", {"threads": 2}),
+                                           ("onnx", {"cuda_graph": True})])
+def test_options_a_backend_does_not_take_are_refused(small_ckpt, small_onnx, model, option):
+    path = small_ckpt if model == "ckpt" else small_onnx
+    with pytest.raises(HinetDeployError, match=f"does not take {next(iter(option))}; it takes"):
+        Restorer(path, **option)
+
+
+def test_a_backend_object_must_state_its_limits():
+    class NoLimits:
+        def run(self, batch):
+            return batch
+
+    with pytest.raises(HinetDeployError, match="NoLimits has no `limits`"):
+        Restorer(NoLimits())
 
 
 def test_corrupt_onnx_is_refused(tmp_path):

@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from hinet_deploy.errors import HinetDeployError
-from runtime.tiling import axis_starts, make_plan, run_plan
+from hinet_deploy.common.errors import HinetDeployError
+from hinet_deploy.runtime.tiling import axis_starts, make_plan, run_plan
 
 
 @pytest.mark.parametrize("length, starts", [

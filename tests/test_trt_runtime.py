@@ -8,11 +8,12 @@ import json
 import numpy as np
 import pytest
 
-from engines.build import BuildOptions, Profile
-from hinet_deploy.errors import HinetDeployError
+from hinet_deploy.engines.build import BuildOptions, Profile
+from hinet_deploy.engines.sidecar import EngineSidecar
+from hinet_deploy.common.errors import HinetDeployError
 from hinet_deploy.pipeline import CalibOptions, GraphRequest, build
-from runtime import Restorer
-from runtime.trt_backend import (BufferPlan, check_shape, check_sidecar, gpu_mismatch,
+from hinet_deploy.runtime import Restorer
+from hinet_deploy.runtime.trt_backend import (BufferPlan, check_shape, check_sidecar, gpu_mismatch,
                                  rtx_runs_on)
 
 needs_rtx = pytest.mark.skipif(importlib.util.find_spec("tensorrt_rtx") is None,
@@ -32,13 +33,25 @@ def _gpu_count() -> int:
 
 def test_buffers_grow_only_for_larger_requests():
     plan = BufferPlan()
-    assert [plan.grow("input", n) for n in (100, 50, 100, 400, 399)] == \
-        [True, False, False, True, False]
+    grown = []
+    for n in (100, 50, 100, 400, 399):
+        grown.append(plan.needs("input", n))
+        if grown[-1]:
+            plan.record("input", n)
+    assert grown == [True, False, False, True, False]
     assert plan.capacity == {"input": 400}
 
 
+def test_a_failed_allocation_leaves_the_plan_usable():
+    plan = BufferPlan()
+    plan.record("device:input", 100)
+    assert plan.needs("device:input", 10**12)  # cudaMalloc fails: nothing recorded
+    assert plan.needs("device:input", 10**12) and plan.capacity == {"device:input": 100}
+    assert not plan.needs("device:input", 100)
+
+
 def test_version_mismatch_is_refused(tmp_path):
-    sidecar = {"backend": "tensorrt_rtx", "backend_version": "1.6.0.1"}
+    sidecar = EngineSidecar("tensorrt_rtx", "1.6.0.1", "fp16", {"max": [1, 3, 64, 64]})
     with pytest.raises(HinetDeployError, match="1.6.0.1 but 1.7.1.116 is installed"):
         check_sidecar(sidecar, "tensorrt_rtx", "1.7.1.116", tmp_path / "e.engine")
     with pytest.raises(HinetDeployError, match="built with tensorrt_rtx, not tensorrt"):
@@ -92,7 +105,7 @@ def test_edited_sidecar_version_is_caught_before_the_gpu(rtx_engine, tmp_path):
     engine = tmp_path / rtx_engine.name
     engine.write_bytes(rtx_engine.read_bytes())
     sidecar = json.loads(rtx_engine.with_name(rtx_engine.name + ".json").read_text())
-    sidecar["backend_version"] = "1.0.0.0"
+    sidecar["tensorrt_version"] = "1.0.0.0"
     engine.with_name(engine.name + ".json").write_text(json.dumps(sidecar))
     with pytest.raises(HinetDeployError, match="engines only load in the version that built them"):
         Restorer(engine)
@@ -110,7 +123,7 @@ def _gpu_capability() -> tuple[int, int]:
 @pytest.mark.skipif(_gpu_count() == 0, reason="needs an NVIDIA GPU")
 def test_engine_matches_pytorch_on_gpu(rtx_engine, small_ckpt):
     """On a GPU TensorRT-RTX runs on, the engine matches PyTorch and takes numpy and torch alike; on
-    one it does not (the H100 of the device tool), the Restorer refuses with the reason, up front."""
+    one it does not (an H100, sm_90), the Restorer refuses with the reason, up front."""
     if not rtx_runs_on(_gpu_capability()):
         with pytest.raises(HinetDeployError, match="outside TensorRT-RTX's list .* need full TensorRT"):
             Restorer(rtx_engine)

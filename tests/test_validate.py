@@ -12,11 +12,12 @@ import torch
 from PIL import Image
 
 from conftest import REPO
-from export.checkpoint import load_checkpoint
+from hinet_deploy.export.checkpoint import load_checkpoint
+from hinet_deploy.export.variants import DEMO_CHECKPOINT
 from hinet_deploy.datasets import open_dataset
 from hinet_deploy.pipeline import CalibOptions, GraphRequest
 from hinet_deploy.validate import Validation
-from runtime.metrics import psnr
+from hinet_deploy.runtime.metrics import psnr
 
 
 def test_psnr_by_hand():
@@ -77,7 +78,7 @@ def test_validate_cli_json_and_independent_psnr(pair_dir, tmp_path):
     # Recompute the PyTorch row's PSNR for the first pair without the Restorer or the metrics module
     degraded = np.array(Image.open(pair_dir / "s1" / "blur" / "000.png"))
     clean = np.array(Image.open(pair_dir / "s1" / "sharp" / "000.png")).astype(np.float64)
-    net = load_checkpoint(REPO / "checkpoints" / "hinet-demo-denoise.pth").net
+    net = load_checkpoint(DEMO_CHECKPOINT).net
     x = torch.from_numpy(degraded.transpose(2, 0, 1).astype(np.float32) / 255)[None]
     x = torch.nn.functional.pad(x, (0, 8, 0, 0), mode="reflect")  # 40 -> 48 wide
     with torch.no_grad():
@@ -99,7 +100,7 @@ def test_interrupted_run_keeps_finished_images(pair_dir, tmp_path):
     dataset.pairs[1].load = interrupt  # Ctrl-C while the second image loads
     req = GraphRequest(out_dir=tmp_path / "graphs",
                        calib=CalibOptions(count=2, crop=64, cache_dir=tmp_path / "cc"))
-    validation = Validation(REPO / "checkpoints" / "hinet-demo-denoise.pth", dataset, req, "whole")
+    validation = Validation(DEMO_CHECKPOINT, dataset, req, "whole")
     report = validation.run(tmp_path / "r.json", log=lambda m: None)
     saved = json.loads((tmp_path / "r.json").read_text())
     assert report["interrupted"] and saved["interrupted"]
@@ -111,7 +112,7 @@ def test_bench_json(tmp_path):
 
     req = GraphRequest(out_dir=tmp_path / "graphs",
                        calib=CalibOptions(count=2, crop=64, cache_dir=tmp_path / "cc"))
-    report = bench(REPO / "checkpoints" / "hinet-demo-denoise.pth", req, sizes=((40, 64),),
+    report = bench(DEMO_CHECKPOINT, req, sizes=((40, 64),),
                    repeats=2, threads=1, log=lambda m: None)
     rows = report["rows"]
     assert [(r["backend"], r["precision"]) for r in rows] == [

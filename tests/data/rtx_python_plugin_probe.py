@@ -11,7 +11,7 @@ from pathlib import Path
 import tensorrt_rtx as trt
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from engines.plugin.hin_plugin import register  # noqa: E402
+from hinet_deploy.engines.plugin.hin_plugin import register  # noqa: E402
 
 register(trt)
 logger = trt.Logger(trt.Logger.ERROR)

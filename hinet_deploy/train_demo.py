@@ -1,6 +1,8 @@
-"""Trains the demo denoiser shipped as checkpoints/hinet-demo-denoise.pth.
+"""Trains the demo denoiser shipped as export/weights/hinet-demo-denoise.pth.
 
-    python export/train_demo.py [-o checkpoints/hinet-demo-denoise.pth] [--steps 2400]
+    python -m hinet_deploy.train_demo [-o hinet-demo-denoise.pth] [--steps 2400]
+
+It sits above the stages (it uses the calibration photographs and the export stage's model).
 
 A wf=16 HINet with HIN at every encoder level, trained on the scikit-image photographs of
 calib.photos.TRAIN with synthetic Gaussian noise (sigma 25 on the 0-255 scale), seeded. On a 2-core
@@ -19,12 +21,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from calib.photos import DEMO_NOISE_SIGMA, HELD_OUT, TRAIN, load_photo  # noqa: E402
-from export.checkpoint import save_basicsr  # noqa: E402
-from export.model import HINet  # noqa: E402
-from export.variants import DEMO_VARIANT  # noqa: E402
+from hinet_deploy.calib.photos import DEMO_NOISE_SIGMA, HELD_OUT, TRAIN, load_photo
+from hinet_deploy.export.checkpoint import save_basicsr
+from hinet_deploy.export.model import HINet
+from hinet_deploy.export.variants import DEMO_VARIANT
 
 SIGMA = DEMO_NOISE_SIGMA / 255.0
 # Patch 96, batch 8: 0.55 s a step on the 2-core CPU, large enough for stable instance-norm statistics
@@ -106,7 +106,8 @@ def train(steps: int, seed: int, log_every: int = 100) -> HINet:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-o", "--output", default="checkpoints/hinet-demo-denoise.pth")
+    parser.add_argument("-o", "--output", default="hinet-demo-denoise.pth",
+                        help="where to write the checkpoint (the shipped one is export/weights/)")
     parser.add_argument("--steps", type=int, default=2400)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)

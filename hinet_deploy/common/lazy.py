@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import importlib
 
-from hinet_deploy.errors import HinetDeployError
+from hinet_deploy.common.errors import HinetDeployError
 
 
 def require(module: str, install: str, purpose: str):

@@ -1,0 +1,109 @@
+"""ENGINE.json beside ENGINE: what went into an engine and what running it needs, one schema.
+
+Written by the build and read by the runtime through this module alone. Paths are stored relative
+to the sidecar's folder, so an engine folder copied to another machine (a Jetson) still loads and
+still names the graph it was built from.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hinet_deploy.common.errors import HinetDeployError
+from hinet_deploy.common.files import atomic_path
+from hinet_deploy.common.limits import HINET_SIZE_MULTIPLE
+
+SCHEMA = 2  # 1: the unversioned sidecar of hinet-deploy 0.1 (read, converted on the fly)
+PATH_FACTS = ("onnx", "hin_graph", "timing_cache", "calibration_cache")  # stored relative
+
+
+@dataclass(frozen=True)
+class EngineSidecar:
+    tensorrt: str  # the module that built the engine: "tensorrt" or "tensorrt_rtx"
+    tensorrt_version: str
+    precision: str
+    profile: dict  # {"min": [N, 3, H, W], "opt": [...], "max": [...]}
+    inputs: tuple[str, ...] = ("input",)
+    outputs: tuple[str, ...] = ("output",)
+    size_multiple: int = HINET_SIZE_MULTIPLE
+    compute_capabilities: tuple[str, ...] = ()  # TensorRT-RTX build targets; () = the build GPU
+    hin_plugin: bool = False  # the engine holds fused HIN plugin layers
+    facts: dict = field(default_factory=dict)  # build facts: graph, hashes, calibration, timings
+    schema: int = SCHEMA
+
+    def path_fact(self, name: str, engine: Path) -> Path | None:
+        """A path fact resolved against the engine's folder (wherever the folder now is)."""
+        value = self.facts.get(name)
+        return None if value is None else (Path(engine).parent / value)
+
+    def as_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        data["inputs"], data["outputs"] = list(self.inputs), list(self.outputs)
+        data["compute_capabilities"] = list(self.compute_capabilities)
+        return data
+
+
+def sidecar_path(engine: Path) -> Path:
+    engine = Path(engine)
+    return engine.with_name(engine.name + ".json")
+
+
+def _relative(facts: dict, folder: Path) -> dict:
+    out = dict(facts)
+    for name in PATH_FACTS:
+        if out.get(name) is not None:
+            out[name] = os.path.relpath(Path(out[name]).resolve(), folder.resolve())
+    return out
+
+
+def write_sidecar(engine: Path, sidecar: EngineSidecar) -> Path:
+    """Writes ENGINE.json atomically, path facts made relative to its folder."""
+    path = sidecar_path(engine)
+    data = sidecar.as_dict()
+    data["facts"] = _relative(sidecar.facts, path.parent)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def _from_schema_1(data: dict) -> dict:
+    known = {"backend", "backend_version", "precision", "profiles", "input", "output",
+             "size_multiple", "compute_capabilities", "hin_plugin"}
+    return {"tensorrt": data.get("backend"), "tensorrt_version": data.get("backend_version"),
+            "precision": data.get("precision"), "profile": (data.get("profiles") or [None])[0],
+            "inputs": [data.get("input", "input")], "outputs": [data.get("output", "output")],
+            "size_multiple": data.get("size_multiple", HINET_SIZE_MULTIPLE),
+            "compute_capabilities": data.get("compute_capabilities", []),
+            "hin_plugin": bool(data.get("hin_plugin")), "schema": 1,
+            "facts": {k: v for k, v in data.items() if k not in known}}
+
+
+def read_sidecar(engine: Path) -> EngineSidecar:
+    """The sidecar of ENGINE, checked; one clear error for a missing, unreadable or foreign one."""
+    path = sidecar_path(engine)
+    if not path.is_file():
+        raise HinetDeployError(f"engine {engine} has no sidecar {path.name}: rebuild it with "
+                               f"hinet-deploy build, which writes both")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise HinetDeployError(f"sidecar {path} is not valid JSON ({exc}): rebuild the engine") from exc
+    if not isinstance(data, dict):
+        raise HinetDeployError(f"sidecar {path} does not hold an object: rebuild the engine")
+    if "schema" not in data:
+        data = _from_schema_1(data)
+    if data["schema"] > SCHEMA:
+        raise HinetDeployError(f"sidecar {path} has schema {data['schema']}; this hinet-deploy "
+                               f"reads up to {SCHEMA}: upgrade hinet-deploy")
+    try:
+        sidecar = EngineSidecar(**{**data, "inputs": tuple(data["inputs"]),
+                                   "outputs": tuple(data["outputs"]),
+                                   "compute_capabilities": tuple(data["compute_capabilities"])})
+        if not (sidecar.tensorrt and sidecar.tensorrt_version and sidecar.profile["max"]):
+            raise KeyError("tensorrt, tensorrt_version or profile")
+    except (KeyError, TypeError) as exc:
+        raise HinetDeployError(f"sidecar {path} lacks or garbles {exc}: rebuild the engine") from exc
+    return sidecar

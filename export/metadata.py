@@ -1,0 +1,49 @@
+"""The facts an exported graph carries about its model (config, size multiple, checkpoint hash, ...)
+under `hinet.*` keys of its metadata_props: written here, read here, by every stage.
+
+Imports neither onnx nor torch at module level, so the runtime can read the facts from an ONNX
+Runtime session's metadata without them.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from hinet_deploy.common.errors import HinetDeployError
+
+PREFIX = "hinet."
+
+
+def write_metadata(model, facts: Mapping[str, str]) -> None:
+    """Adds (or replaces) the facts on an onnx.ModelProto."""
+    keep = [p for p in model.metadata_props if p.key[len(PREFIX):] not in facts
+            or not p.key.startswith(PREFIX)]
+    del model.metadata_props[:]
+    model.metadata_props.extend(keep)
+    for key, value in facts.items():
+        model.metadata_props.add(key=PREFIX + key, value=str(value))
+
+
+def from_properties(properties: Mapping[str, str]) -> dict[str, str]:
+    """The facts among key/value properties (ONNX Runtime's custom_metadata_map), unprefixed."""
+    return {k[len(PREFIX):]: v for k, v in properties.items() if k.startswith(PREFIX)}
+
+
+def read_metadata(model) -> dict[str, str]:
+    """The facts of an onnx.ModelProto."""
+    return from_properties({p.key: p.value for p in model.metadata_props})
+
+
+def read_graph_metadata(path: Path) -> dict[str, str]:
+    """The facts of an ONNX file, with one clear error when it is not a readable graph."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    path = Path(path)
+    if not path.is_file():
+        raise HinetDeployError(f"ONNX file {path} "
+                               + ("is a directory" if path.is_dir() else "does not exist"))
+    try:
+        return read_metadata(onnx.load(str(path), load_external_data=False))
+    except (DecodeError, OSError, ValueError) as exc:
+        raise HinetDeployError(f"{path} is not a readable ONNX graph ({exc})") from exc
