@@ -8,6 +8,7 @@ timing caches, needs no GPU to build (CPU-only ahead-of-time) and takes target c
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -82,6 +83,16 @@ def _config(trt_module: TensorRtModule, builder, network, options: BuildOptions)
     return config
 
 
+def network_io(network) -> dict:
+    """The input and output tensor names of the parsed network, for the sidecar (the runtime
+    checks the engine's own against them); a HINet graph has exactly one input."""
+    inputs = tuple(network.get_input(i).name for i in range(network.num_inputs))
+    if len(inputs) != 1:
+        raise HinetDeployError(f"the graph has inputs {list(inputs)}; a HINet graph has one")
+    return {"inputs": inputs,
+            "outputs": tuple(network.get_output(i).name for i in range(network.num_outputs))}
+
+
 def check_compute_capabilities(trt_module: TensorRtModule, names) -> list:
     """The TensorRT-RTX ComputeCapability values of names like SM86; one clear error otherwise."""
     if not names:
@@ -96,6 +107,25 @@ def check_compute_capabilities(trt_module: TensorRtModule, names) -> list:
         raise HinetDeployError(f"unknown compute capability {', '.join(unknown)}; known: "
                                f"{', '.join(known)}")
     return [getattr(enum, n) for n in names]
+
+
+def gpu_tag() -> str:
+    """The build GPU in a file name ("sm89-NVIDIA-GeForce-RTX-4090"), or "nogpu": a timing cache
+    holds tactic timings of one GPU and TensorRT version, so its name says which."""
+    try:
+        from cuda.bindings import runtime as rt
+
+        err, props = rt.cudaGetDeviceProperties(0)
+    except ImportError:
+        return "nogpu"
+    if err != rt.cudaError_t.cudaSuccess:
+        return "nogpu"
+    name = props.name.decode(errors="replace").strip("\x00")
+    return f"sm{props.major}{props.minor}-" + re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-")
+
+
+def default_timing_cache(folder: Path, trt_module: TensorRtModule) -> Path:
+    return folder / f"{trt_module.name}-{trt_module.version}-{gpu_tag()}.timing.cache"
 
 
 def has_timing_cache(trt_module: TensorRtModule) -> bool:
@@ -144,6 +174,7 @@ def build_engine(trt_module: TensorRtModule, onnx_path: Path, engine_path: Path,
     with logger.capture(verbose) as messages:
         builder = trt.Builder(logger)
         network, _parser = _parse(trt_module, builder, onnx_path, logger)
+        sidecar = dataclasses.replace(sidecar, **network_io(network))
         config = _config(trt_module, builder, network, options)
         cache_path = options.timing_cache if has_timing_cache(trt_module) else None
         loaded, why = load_timing_cache(config, cache_path) if cache_path else (False, None)

@@ -19,9 +19,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-PLUGIN_OP = "HalfInstanceNormLeakyReLU"
-PLUGIN_DOMAIN = "hinet_deploy"  # also the TensorRT plugin namespace
-PLUGIN_VERSION = "1"
+from hinet_deploy.export.hin_spec import NODE_LOOKUP_ATTRS, PLUGIN_DOMAIN, PLUGIN_OP
+
 _INT_MAX = np.iinfo(np.int64).max
 
 
@@ -122,7 +121,7 @@ def _match(inorm):
         raise _NoMatch("the Concat does not feed a LeakyRelu")
     attrs = {"epsilon": float(inorm.attrs.get("epsilon", 1e-5)),
              "negative_slope": float(relu.attrs.get("alpha", 0.01)),
-             "gamma": gamma.tolist(), "beta": beta.tolist()}
+             "gamma": gamma.tolist(), "beta": beta.tolist(), **NODE_LOOKUP_ATTRS}
     return x, relu, attrs
 
 
@@ -159,7 +158,8 @@ def reference_op_class():
     class HalfInstanceNormLeakyReLU(OpRun):
         op_domain = PLUGIN_DOMAIN
 
-        def _run(self, x, epsilon=None, negative_slope=None, gamma=None, beta=None):
+        def _run(self, x, epsilon=None, negative_slope=None, gamma=None, beta=None,
+                 plugin_namespace=None, plugin_version=None):  # the parser's lookup attributes
             return (hin_reference(x, np.asarray(gamma, np.float32), np.asarray(beta, np.float32),
                                   epsilon, negative_slope),)
 

@@ -167,7 +167,8 @@ def _hin_plugin_graph(req: GraphRequest, graph: Path, trt_module) -> tuple[Path,
 def build(req: GraphRequest, engine_path: Path | None, tensorrt: str | None, options,
           verbose: bool = False) -> tuple[Path, EngineSidecar]:
     """Makes the graph, builds the engine, writes engine and sidecar; returns both."""
-    from hinet_deploy.engines.build import build_engine, check_compute_capabilities
+    from hinet_deploy.engines.build import (build_engine, check_compute_capabilities,
+                                            default_timing_cache)
     from hinet_deploy.engines.tensorrt_module import import_tensorrt
 
     trt_module = import_tensorrt(tensorrt)  # before any long work: fail fast without TensorRT
@@ -177,7 +178,7 @@ def build(req: GraphRequest, engine_path: Path | None, tensorrt: str | None, opt
     engine_path = engine_path or req.out_dir / engine_name(graph, trt_module, options)
     graph, hin_facts = _hin_plugin_graph(req, graph, trt_module)
     if options.timing_cache is None:
-        options.timing_cache = engine_path.parent / f"{trt_module.name}.timing.cache"
+        options.timing_cache = default_timing_cache(engine_path.parent, trt_module)
     multiple = int(read_graph_metadata(graph).get("size_multiple", HINET_SIZE_MULTIPLE))
     if multiple != HINET_SIZE_MULTIPLE:  # a HINet of another depth
         options.profile.check(multiple)

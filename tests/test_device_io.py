@@ -221,6 +221,24 @@ def test_runner_numpy_and_zero_copy_paths(half):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not _cuda(), reason="needs a CUDA GPU")
+def test_runner_keeps_a_bounded_number_of_graphs():
+    """Whole images of many sizes: the graphs kept stay at MAX_CUDA_GRAPHS, the most recent ones."""
+    from hinet_deploy.runtime.trt_backend import MAX_CUDA_GRAPHS
+
+    runner, _ = _runner(capture=True)
+    rng = np.random.default_rng(3)
+    shapes = [(1, 3, 16 * (1 + k % 8), 16 * (1 + k // 8)) for k in range(MAX_CUDA_GRAPHS + 4)]
+    shapes.sort(key=np.prod, reverse=True)  # largest first: no graph is dropped by buffer growth
+    for shape in shapes:
+        x = rng.random(shape, dtype=np.float32)
+        np.testing.assert_allclose(runner.run(x), 1 - x)
+        assert len(runner.graphs) <= MAX_CUDA_GRAPHS
+    assert list(runner.graphs) == shapes[-MAX_CUDA_GRAPHS:]
+    runner.close()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _cuda(), reason="needs a CUDA GPU")
 def test_runner_cuda_graphs_replay_per_shape():
     runner, context = _runner(capture=True)
     rng = np.random.default_rng(1)

@@ -123,7 +123,11 @@ def _cuda_available():
 @pytest.mark.skipif(not _cuda_available(), reason="needs a CUDA GPU and cupy")
 @pytest.mark.parametrize("dtype, tol", [(np.float32, 1e-4), (np.float16, 2e-2)])
 @pytest.mark.parametrize("shape", [(1, 8, 16, 16), (2, 64, 37, 53), (1, 32, 256, 256),
-                                   (1, 16, 720, 1280), (3, 6, 301, 77), (1, 2, 1, 1)])
+                                   (1, 16, 720, 1280), (3, 6, 301, 77), (1, 2, 1, 1),
+                                   # H*W in 12189..12288: once sent to the shared-memory kernel,
+                                   # whose launch the 48 KiB limit then rejected
+                                   (1, 8, 96, 128), (1, 8, 128, 96), (1, 8, 64, 192),
+                                   (1, 8, 110, 111), (1, 8, 110, 109)])
 def test_kernel_matches_reference_on_gpu(dtype, tol, shape):
     """The kernels as the plugin's enqueue runs them: NVRTC for this GPU, cuda-python launches,
     both the shared-memory and the split path (H*W not a multiple of the block size included)."""

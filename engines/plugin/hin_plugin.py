@@ -18,13 +18,21 @@ from pathlib import Path
 
 import numpy as np
 
-NAME = "HalfInstanceNormLeakyReLU"  # = export.hin_fusion.PLUGIN_OP
-NAMESPACE = "hinet_deploy"  # = export.hin_fusion.PLUGIN_DOMAIN
-VERSION = "1"
-FIELDS = ("epsilon", "negative_slope", "gamma", "beta")
+from hinet_deploy.common.errors import HinetDeployError
+from hinet_deploy.export.hin_spec import PLUGIN_DOMAIN as NAMESPACE
+from hinet_deploy.export.hin_spec import PLUGIN_FIELDS as FIELDS
+from hinet_deploy.export.hin_spec import PLUGIN_OP as NAME
+from hinet_deploy.export.hin_spec import PLUGIN_VERSION as VERSION
+
 KERNEL_SOURCE = Path(__file__).with_name("hin_leaky.cu")
 THREADS = 256  # per block
-SHARED_PLANE_BYTES = 48 * 1024  # planes up to this size are cached in shared memory (no opt-in)
+# A block may use 48 KiB of shared memory in all without opting in; hin_leaky_* already use 400 B of
+# static shared memory (nvcc --resource-usage, sm_75..sm_90), so the plane cache gets 48 KiB less a
+# reserve of 1 KiB. tests/test_hin_fusion.py re-measures the static use with nvcc, and _Module checks
+# the loaded kernel's own limit (CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES) against it.
+STATIC_SHARED_RESERVE = 1024
+SHARED_PLANE_BYTES = 48 * 1024 - STATIC_SHARED_RESERVE
+INSTALL_NVRTC = "pip install 'hinet-deploy[trt]' (it brings NVRTC, nvidia-cuda-nvrtc)"
 TARGET_BLOCKS = 1024  # enough blocks in flight to fill a large GPU (132 SMs on an H100)
 MAX_SPLITS = 32  # one warp merges a plane's partial statistics
 
@@ -56,9 +64,39 @@ def workspace_bound(max_shape) -> int:
     return max(workspace_bytes((k, c, h, w)) for k in range(1, n + 1))
 
 
-def compile_ptx(capability: tuple[int, int]) -> bytes:
-    """NVRTC: hin_leaky.cu -> PTX for this compute capability."""
-    from cuda.bindings import nvrtc
+def check_nvrtc():
+    """The NVRTC bindings with their library, or one clear error (checked when the plugin is
+    registered, not first inside enqueue, where TensorRT would only say the enqueue threw)."""
+    try:
+        from cuda.bindings import nvrtc
+
+        err, *_ = nvrtc.nvrtcVersion()
+    except (ImportError, OSError, RuntimeError) as exc:
+        raise HinetDeployError(f"the HIN plugin compiles its kernel with NVRTC, which cannot be "
+                               f"loaded here ({exc}); install it with: {INSTALL_NVRTC}") from exc
+    if err != nvrtc.nvrtcResult.NVRTC_SUCCESS:
+        raise HinetDeployError(f"NVRTC does not work here ({err}); install it with: {INSTALL_NVRTC}")
+    return nvrtc
+
+
+def nvrtc_target(capability: tuple[int, int], supported: list[int]) -> tuple[str, bool]:
+    """(architecture option, cubin?) for this GPU. A cubin (sm_XY) where NVRTC knows the GPU: it
+    loads on any driver. Otherwise PTX for the newest architecture NVRTC knows below it, which the
+    driver compiles (PTX from an NVRTC newer than the driver would not load; NVIDIA's
+    samples/python/plugin_utils.py compiles cubins for this reason)."""
+    arch = capability[0] * 10 + capability[1]
+    if arch in supported:
+        return f"--gpu-architecture=sm_{arch}", True
+    older = [a for a in supported if a < arch]
+    if not older:
+        raise HinetDeployError(f"NVRTC here supports sm_{min(supported)} and newer, not the "
+                               f"GPU's sm_{arch}")
+    return f"--gpu-architecture=compute_{max(older)}", False
+
+
+def compile_kernels(capability: tuple[int, int]) -> bytes:
+    """NVRTC: hin_leaky.cu -> a cubin (or PTX) for this compute capability."""
+    nvrtc = check_nvrtc()
 
     def check(result):
         err, *rest = result
@@ -66,49 +104,87 @@ def compile_ptx(capability: tuple[int, int]) -> bytes:
             raise RuntimeError(f"NVRTC: {nvrtc.nvrtcGetErrorString(err)[1].decode()}")
         return rest[0] if rest else None
 
+    target, cubin = nvrtc_target(capability, [int(a) for a in check(nvrtc.nvrtcGetSupportedArchs())])
     prog = check(nvrtc.nvrtcCreateProgram(KERNEL_SOURCE.read_bytes(), b"hin_leaky.cu", 0, [], []))
-    opts = [f"--gpu-architecture=compute_{capability[0]}{capability[1]}".encode(), b"-std=c++17"]
-    err, = nvrtc.nvrtcCompileProgram(prog, len(opts), opts)
-    if err != nvrtc.nvrtcResult.NVRTC_SUCCESS:
-        size = check(nvrtc.nvrtcGetProgramLogSize(prog))
-        log = b" " * size
-        nvrtc.nvrtcGetProgramLog(prog, log)
-        raise RuntimeError(f"NVRTC could not compile {KERNEL_SOURCE.name}: {log.decode()}")
-    ptx = b" " * check(nvrtc.nvrtcGetPTXSize(prog))
-    check(nvrtc.nvrtcGetPTX(prog, ptx))
-    return ptx
+    try:
+        opts = [target.encode(), b"-std=c++17"]
+        err, = nvrtc.nvrtcCompileProgram(prog, len(opts), opts)
+        if err != nvrtc.nvrtcResult.NVRTC_SUCCESS:
+            log = b" " * check(nvrtc.nvrtcGetProgramLogSize(prog))
+            nvrtc.nvrtcGetProgramLog(prog, log)
+            raise RuntimeError(f"NVRTC could not compile {KERNEL_SOURCE.name}: {log.decode()}")
+        size, get = (nvrtc.nvrtcGetCUBINSize, nvrtc.nvrtcGetCUBIN) if cubin else \
+            (nvrtc.nvrtcGetPTXSize, nvrtc.nvrtcGetPTX)
+        image = b" " * check(size(prog))
+        check(get(prog, image))
+        return image
+    finally:
+        nvrtc.nvrtcDestroyProgram(prog)
+
+
+class _Module:
+    """The compiled kernels on one device: compiled and loaded once per process and device."""
+
+    _loaded: dict[int, "_Module"] = {}
+
+    @classmethod
+    def for_current_device(cls) -> "_Module":
+        from cuda.bindings import runtime
+
+        _check(runtime.cudaFree(0))  # makes the device's primary context current if none is
+        device = _check(runtime.cudaGetDevice())
+        if device not in cls._loaded:
+            cls._loaded[device] = cls(device)
+        return cls._loaded[device]
+
+    def __init__(self, device: int):
+        from cuda.bindings import driver, runtime
+
+        props = _check(runtime.cudaGetDeviceProperties(device))
+        self.module = _check(driver.cuModuleLoadData(compile_kernels((props.major, props.minor))))
+        self.functions = {
+            (kind, np.dtype(dtype)): _check(driver.cuModuleGetFunction(
+                self.module, f"hin_{kind}_{suffix}".encode()))
+            for kind in ("leaky", "stats", "apply")
+            for dtype, suffix in ((np.float32, "f32"), (np.float16, "f16"))}
+        attr = driver.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
+        for dtype in (np.float32, np.float16):
+            room = _check(driver.cuFuncGetAttribute(attr, self.functions["leaky", np.dtype(dtype)]))
+            if room < SHARED_PLANE_BYTES:  # the static use grew past the reserve: a bug here
+                raise RuntimeError(f"hin_leaky can take {room} B of dynamic shared memory, less "
+                                   f"than the {SHARED_PLANE_BYTES} B plane cache")
+
+
+def _check(result):
+    err, *rest = result
+    if int(err) != 0:
+        raise RuntimeError(f"CUDA error {err}")
+    return rest[0] if rest else None
 
 
 class _Kernel:
-    """The compiled kernels and the device copies of gamma/beta, made at the first enqueue."""
+    """One plugin's device copies of gamma/beta, and its launches of the device's kernels."""
 
     def __init__(self, gamma: np.ndarray, beta: np.ndarray):
-        from cuda.bindings import driver, runtime
+        from cuda.bindings import driver
 
         self.drv = driver
-        self._check(runtime.cudaFree(0))  # makes the device's primary context current if none is
-        props = self._check(runtime.cudaGetDeviceProperties(self._check(runtime.cudaGetDevice())))
-        module = self._check(driver.cuModuleLoadData(compile_ptx((props.major, props.minor))))
-        self.functions = {
-            (kind, np.dtype(dtype)): self._check(driver.cuModuleGetFunction(
-                module, f"hin_{kind}_{suffix}".encode()))
-            for kind in ("leaky", "stats", "apply")
-            for dtype, suffix in ((np.float32, "f32"), (np.float16, "f16"))}
+        self.functions = _Module.for_current_device().functions
+        self.buffers: list[int] = []
         self.gamma = self._upload(gamma)
         self.beta = self._upload(beta)
 
-    @staticmethod
-    def _check(result):
-        err, *rest = result
-        if int(err) != 0:
-            raise RuntimeError(f"CUDA error {err}")
-        return rest[0] if rest else None
-
     def _upload(self, values: np.ndarray) -> int:
         values = np.ascontiguousarray(values, dtype=np.float32)
-        ptr = self._check(self.drv.cuMemAlloc(values.nbytes))
-        self._check(self.drv.cuMemcpyHtoD(ptr, values.ctypes.data, values.nbytes))
+        ptr = _check(self.drv.cuMemAlloc(values.nbytes))
+        self.buffers.append(int(ptr))
+        _check(self.drv.cuMemcpyHtoD(ptr, values.ctypes.data, values.nbytes))
         return int(ptr)
+
+    def free(self) -> None:
+        for ptr in self.buffers:
+            self.drv.cuMemFree(ptr)
+        self.buffers = []
 
     def launch(self, dtype, shape, x: int, y: int, epsilon: float, slope: float, stream: int,
                workspace: int = 0):
@@ -131,7 +207,7 @@ class _Kernel:
                       slope), (p, p, p, p, p, i, i, i, i, f, f))
 
     def _launch(self, key, blocks: int, shared: int, stream: int, values, types):
-        self._check(self.drv.cuLaunchKernel(self.functions[key], blocks, 1, 1, THREADS, 1, 1,
+        _check(self.drv.cuLaunchKernel(self.functions[key], blocks, 1, 1, THREADS, 1, 1,
                                             shared, stream, (values, types), 0))
 
 
@@ -148,14 +224,22 @@ def plugin_classes(trt):
             self.plugin_namespace, self.plugin_version = NAMESPACE, VERSION
             self.fields = {k: np.asarray(fields[k], np.float32).ravel() for k in FIELDS}
             self.shape, self.dtype, self.kernel = None, None, None
+            # Every HIN layer has the same timing behaviour: one id, so TensorRT times the plugin
+            # once, not once per layer (NVIDIA's CuTe DSL plugin sample does the same).
+            self.timing_cache_id = ""
 
         def get_capability_interface(self, kind):
             return self
 
         def clone(self):
-            twin = HinPlugin(self.fields)
-            twin.shape, twin.dtype, twin.kernel = self.shape, self.dtype, self.kernel
+            twin = HinPlugin(self.fields)  # its own device buffers, made at its first enqueue
+            twin.shape, twin.dtype = self.shape, self.dtype
             return twin
+
+        def destroy(self):
+            if self.kernel is not None:
+                self.kernel.free()
+                self.kernel = None
 
         def get_output_data_types(self, input_types):
             return [input_types[0]]
@@ -208,12 +292,10 @@ def plugin_classes(trt):
             self.field_names = trt.PluginFieldCollection([
                 trt.PluginField(k, np.array([], np.float32), trt.PluginFieldType.FLOAT32)
                 for k in FIELDS])
-            self.alive = []  # TensorRT holds raw pointers to the plugins made here
 
         def create_plugin(self, name, fields, phase):
-            plugin = HinPlugin({f.name: np.array(f.data) for f in fields})
-            self.alive.append(plugin)
-            return plugin
+            # The node also carries plugin_namespace/plugin_version for older parsers: ignored.
+            return HinPlugin({f.name: np.array(f.data) for f in fields if f.name in FIELDS})
 
     return HinPlugin, HinPluginCreator
 
@@ -221,6 +303,7 @@ def plugin_classes(trt):
 def register(trt) -> object:
     """Registers the creator with this TensorRT module's plugin registry, once per process."""
     if trt.__name__ not in _registered:
+        check_nvrtc()  # the kernel is compiled at the first enqueue: fail here, clearly, instead
         _, creator_class = plugin_classes(trt)
         creator = creator_class()
         trt.get_plugin_registry().register_creator(creator, NAMESPACE)
