@@ -8,7 +8,8 @@ to unpickle is refused rather than run.
 from __future__ import annotations
 
 import pickle
-import re
+import pickletools
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +23,9 @@ from hinet_deploy.common.files import atomic_path
 # BasicSR keeps the EMA weights, when it trains with them, beside the plain ones: they are the
 # better model, as spandrel and BasicSR's own inference scripts assume.
 PARAM_KEYS = ("params_ema", "params", "state_dict", "model", "net")
-_UNSAFE_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)")
+# Modules whose globals a weights-only checkpoint legitimately names (tensor rebuilders, storages,
+# OrderedDict); anything else in a pickle torch refused is code it would have run.
+_WEIGHT_MODULES = ("torch", "collections", "numpy", "_codecs")
 _LISTED = 3  # key names quoted in an error before "and N more"
 
 
@@ -54,17 +57,46 @@ class LoadedModel:
                 f"{sum(p.numel() for p in self.net.parameters()) / 1e6:.2f} M parameters)")
 
 
+def _pickles(path: Path) -> list[bytes]:
+    """The pickle streams of a checkpoint: data.pkl of torch's zip format, or the whole file."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as zf:
+            return [zf.read(n) for n in zf.namelist() if n.endswith(".pkl")]
+    return [path.read_bytes()]
+
+
+def unsafe_globals(path: Path) -> list[str]:
+    """The module.name of every global a checkpoint's pickle would import outside the modules of
+    plain weights (GLOBAL and STACK_GLOBAL opcodes), read without unpickling anything."""
+    found = []
+    for data in _pickles(path):
+        strings: list[str] = []
+        try:
+            for opcode, arg, _ in pickletools.genops(data):
+                if opcode.name == "GLOBAL":
+                    found.append(arg.replace(" ", "."))
+                elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    found.append(f"{strings[-2]}.{strings[-1]}")
+                if isinstance(arg, str):
+                    strings.append(arg)
+        except (ValueError, EOFError):  # a truncated or foreign stream: what was read counts
+            pass
+    return sorted({g for g in found if g.split(".")[0] not in _WEIGHT_MODULES})
+
+
 def _read_file(path: Path):
     if not path.is_file():
         raise HinetDeployError(f"checkpoint {path} does not exist")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        refused = _UNSAFE_GLOBAL.search(str(exc))
-        if refused is None:  # not a pickle at all: "Unsupported operand", bad opcodes
+        # Which global made torch refuse is read from the pickle itself, not from torch's message,
+        # whose wording changes between versions ("Unsupported global", "... is blocked").
+        unsafe = unsafe_globals(path)
+        if not unsafe:  # not a pickle at all: "Unsupported operand", bad opcodes
             raise HinetDeployError(f"cannot read {path}: not a PyTorch checkpoint, or corrupt") from exc
         raise HinetDeployError(
-            f"refused to load {path}: unpickling it would run {refused.group(1)}, and running the "
+            f"refused to load {path}: unpickling it would run {', '.join(unsafe)}, and running the "
             f"code a pickle names is unsafe. Re-save its state dict (torch.save(model.state_dict()))"
         ) from exc
     except (RuntimeError, EOFError, OSError, ValueError) as exc:

@@ -1,6 +1,7 @@
 """Checkpoint loading: the formats users have, and clear refusals of everything else."""
 from __future__ import annotations
 
+import os
 import pickle
 import subprocess
 import sys
@@ -95,6 +96,24 @@ def test_pickle_that_runs_code_is_refused_not_run(tmp_path):
         zf.writestr("evil/version", "3\n")
     message = _error(path)
     assert "refused to load" in message and "io.open" in message
+    assert not marker.exists()
+
+
+def test_os_system_through_torch_save_is_named_unsafe(tmp_path):
+    """What a real attacker writes: torch.save of an object whose __reduce__ calls os.system.
+    torch 2.13 words its refusal differently ("... whose module posix is blocked"); the check reads
+    the pickle itself, so the wording does not matter."""
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    path = tmp_path / "evil.pth"
+    torch.save({"params": Exploit()}, path)
+    message = _error(path)
+    assert message.startswith(f"refused to load {path}: unpickling it would run ")
+    assert "system" in message and "unsafe" in message and "corrupt" not in message
     assert not marker.exists()
 
 
