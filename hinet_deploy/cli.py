@@ -15,6 +15,7 @@ from hinet_deploy.export.precision import CALIBRATION_METHODS, DEFAULT_CALIBRATI
 from hinet_deploy.common.errors import HinetDeployError
 
 DEFAULT_BUILD_DIR = Path("build")  # under the directory the command runs in
+LAST_EXPORT = DEFAULT_BUILD_DIR / "last-export.json"  # the graph `export` wrote last, for `build`
 # Optional packages and the extra that installs each (the base install is the runtime alone).
 EXTRA_OF = {"torch": "export", "onnx": "export", "onnx_graphsurgeon": "export",
             "skimage": "export", "matplotlib": "export", "onnxruntime": "onnxruntime",
@@ -26,7 +27,8 @@ _COMMON.add_argument("--debug", action="store_true", help="show tracebacks of er
 def _add_export(sub):
     p = sub.add_parser("export", parents=[_COMMON], help="checkpoint -> verified ONNX graph")
     p.add_argument("--ckpt", type=Path, default=None,
-                   help="HINet checkpoint (.pth, BasicSR or bare state dict); default: the demo model")
+                   help="HINet checkpoint (.pth, BasicSR or bare state dict); `demo` for the shipped "
+                        "demo model")
     p.add_argument("-o", "--output", type=Path, default=None,
                    help="ONNX file to write (default: build/<checkpoint name>.onnx)")
     p.add_argument("--variant", default=None,
@@ -44,13 +46,42 @@ def cmd_export(args) -> int:
     from hinet_deploy.export.onnx_export import DEFAULT_OPSET, export_onnx
     from hinet_deploy.export.variants import DEMO_CHECKPOINT
 
-    ckpt = args.ckpt or DEMO_CHECKPOINT
+    ckpt = _named_checkpoint(args.ckpt, DEMO_CHECKPOINT)
+    if ckpt is None:
+        raise HinetDeployError("name the checkpoint to export: --ckpt PATH (or --ckpt demo for "
+                               "the shipped demo model)")
     out = args.output or DEFAULT_BUILD_DIR / f"{ckpt.stem}.onnx"
     loaded = load_checkpoint(ckpt, args.variant)
     report = export_onnx(loaded, out, opset=args.opset or DEFAULT_OPSET,
                          both_stages=args.both_stages, fixed_shape=args.fixed_shape)
     print(report.summary())
+    _record_last_export(out, ckpt)
     return 0
+
+
+def _named_checkpoint(arg: Path | None, demo: Path) -> Path | None:
+    """The checkpoint the user named; the shipped demo model only when named `demo`."""
+    return demo if arg is not None and str(arg) == "demo" else arg
+
+
+def _record_last_export(graph: Path, ckpt: Path) -> None:
+    """Where `export` wrote, so that `build` with no model named builds that graph (the card's
+    two-step flow), and says so."""
+    from hinet_deploy.common.files import atomic_path
+
+    with atomic_path(LAST_EXPORT) as tmp:
+        tmp.write_text(json.dumps({"onnx": str(graph.resolve()), "checkpoint": str(ckpt)}) + "\n")
+
+
+def _last_export() -> Path:
+    if not LAST_EXPORT.is_file():
+        raise HinetDeployError("name the model to build: --onnx GRAPH or --ckpt CHECKPOINT (or "
+                               "--ckpt demo), or run `hinet-deploy export --ckpt ...` here first")
+    try:
+        return Path(json.loads(LAST_EXPORT.read_text())["onnx"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise HinetDeployError(f"{LAST_EXPORT} is unreadable ({exc}): name the model with --onnx "
+                               f"or --ckpt") from exc
 
 
 def _add_macs(sub):
@@ -141,8 +172,9 @@ def _add_build(sub):
     for name in ("fp32", "fp16", "int8"):
         prec.add_argument(f"--{name}", dest="precision", action="store_const", const=name)
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--ckpt", type=Path, help="checkpoint (default: the demo model)")
-    src.add_argument("--onnx", type=Path, help="an FP32 graph from hinet-deploy export")
+    src.add_argument("--ckpt", type=Path, help="checkpoint (`demo` for the shipped demo model)")
+    src.add_argument("--onnx", type=Path, help="an FP32 graph from hinet-deploy export (default: "
+                                               "the graph `export` wrote last in this directory)")
     p.add_argument("-o", "--output", type=Path, help="engine file (default: build/engines/<graph>.<profile>.<tensorrt>.engine)")
     p.add_argument("--variant", help="official architecture to load the checkpoint into")
     p.add_argument("--tensorrt", "--backend", dest="tensorrt", choices=("tensorrt", "tensorrt_rtx"),
@@ -170,6 +202,7 @@ def _add_build(sub):
 
 def cmd_build(args) -> int:
     from hinet_deploy.engines.build import DEFAULT_WORKSPACE_MB, BuildOptions, Profile
+    from hinet_deploy.export.variants import DEMO_CHECKPOINT
     from hinet_deploy.pipeline import GraphRequest, build
 
     if args.precision is None:
@@ -179,7 +212,12 @@ def cmd_build(args) -> int:
                       tuple(args.max or defaults.max))
     calib = _calib_options(args, folder=args.calib_dir, count=args.calib_count,
                            crop=args.calib_crop, mode=args.calib_mode)
-    req = GraphRequest(ckpt=args.ckpt, onnx=args.onnx, variant=args.variant,
+    ckpt, onnx_path = _named_checkpoint(args.ckpt, DEMO_CHECKPOINT), args.onnx
+    if ckpt is None and onnx_path is None:
+        onnx_path = _last_export()
+        print(f"building from {onnx_path}, the graph `hinet-deploy export` wrote last here",
+              flush=True)
+    req = GraphRequest(ckpt=ckpt, onnx=onnx_path, variant=args.variant,
                        precision=args.precision, io_fp16=args.io_fp16, calib=calib,
                        hin_plugin=args.hin_plugin)
     if args.output is not None:

@@ -1,0 +1,54 @@
+"""The card's two commands, verbatim and in order, on a stand-in official checkpoint: the engine
+built is of the model exported, never the shipped demo model unless it is asked for by name."""
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+
+import pytest
+
+from conftest import GOPRO_LIKE, REPO, random_net
+from hinet_deploy.common.files import file_sha256
+from hinet_deploy.engines.sidecar import read_sidecar
+from hinet_deploy.export.metadata import read_graph_metadata
+from hinet_deploy.export.checkpoint import save_basicsr
+
+
+def _run(cwd, script, *args):
+    return subprocess.run([sys.executable, str(REPO / "export" / script), *args], cwd=cwd,
+                          capture_output=True, text=True)
+
+
+def _one_error_line(result, text):
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and text in last
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt_rtx") is None,
+                    reason="needs tensorrt-rtx (pip install 'hinet-deploy[trt]')")
+def test_export_then_build_builds_the_exported_model(tmp_path):
+    # gopro's layout (HIN at levels 3-4) at a small width: random weights in BasicSR format.
+    save_basicsr(random_net(GOPRO_LIKE).state_dict(), tmp_path / "gopro.pth")
+    exported = _run(tmp_path, "to_onnx.py", "--ckpt", "gopro.pth")
+    assert exported.returncode == 0, exported.stderr
+    built = _run(tmp_path, "build_trt.py", "--fp16")
+    assert built.returncode == 0, built.stderr
+    first = built.stdout.strip().splitlines()[0]
+    assert first.startswith(f"building from {tmp_path / 'build' / 'gopro.onnx'}")
+    (engine,) = (tmp_path / "build" / "engines").glob("*.engine")
+    assert engine.name.startswith("gopro.fp16.")
+    graph = read_sidecar(engine).path_fact("onnx", engine)
+    assert read_graph_metadata(graph)["checkpoint_sha256"] == file_sha256(tmp_path / "gopro.pth")
+    assert "demo" not in (built.stdout + built.stderr)
+
+
+def test_build_with_no_model_named_and_nothing_exported_says_what_to_pass(tmp_path):
+    _one_error_line(_run(tmp_path, "build_trt.py", "--fp16"), "--onnx GRAPH or --ckpt CHECKPOINT")
+    assert not (tmp_path / "build").exists()
+
+
+def test_export_needs_a_named_checkpoint(tmp_path):
+    _one_error_line(_run(tmp_path, "to_onnx.py"), "--ckpt PATH (or --ckpt demo")
