@@ -7,7 +7,6 @@ import importlib.util
 import re
 import shutil
 import subprocess
-import sys
 import tomllib
 import types
 

@@ -5,7 +5,6 @@ import importlib
 import importlib.util
 import shutil
 import signal
-import json
 import subprocess
 import sys
 from pathlib import Path
