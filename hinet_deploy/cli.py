@@ -20,6 +20,17 @@ LAST_EXPORT = DEFAULT_BUILD_DIR / "last-export.json"  # the graph `export` wrote
 EXTRA_OF = {"torch": "export", "onnx": "export", "onnx_graphsurgeon": "export",
             "skimage": "export", "matplotlib": "export", "onnxruntime": "onnxruntime",
             "tensorrt_rtx": "trt", "cuda": "trt"}
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1, refused in one line otherwise."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not at least 1")
+    return value
+
+
 _COMMON = argparse.ArgumentParser(add_help=False)
 _COMMON.add_argument("--debug", action="store_true", help="show tracebacks of errors")
 
@@ -34,7 +45,7 @@ def _add_export(sub):
     p.add_argument("--variant", default=None,
                    help="official architecture to load into (default: inferred from the weights)")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17)")
-    p.add_argument("--fixed-shape", type=int, nargs=3, metavar=("N", "H", "W"), default=None,
+    p.add_argument("--fixed-shape", type=positive_int, nargs=3, metavar=("N", "H", "W"), default=None,
                    help="export a static N x 3 x H x W graph instead of dynamic batch/height/width")
     p.add_argument("--both-stages", action="store_true",
                    help="also output the stage-1 image as `output_stage1`")
@@ -50,6 +61,7 @@ def cmd_export(args) -> int:
     if ckpt is None:
         raise HinetDeployError("name the checkpoint to export: --ckpt PATH (or --ckpt demo for "
                                "the shipped demo model)")
+    _check_output_file(args.output)
     out = args.output or DEFAULT_BUILD_DIR / f"{ckpt.stem}.onnx"
     loaded = load_checkpoint(ckpt, args.variant)
     report = export_onnx(loaded, out, opset=args.opset or DEFAULT_OPSET,
@@ -57,6 +69,12 @@ def cmd_export(args) -> int:
     print(report.summary())
     _record_last_export(out, ckpt)
     return 0
+
+
+def _check_output_file(path: Path | None) -> None:
+    if path is not None and path.is_dir():
+        raise HinetDeployError(f"-o {path} is a directory; give the file to write, e.g. "
+                               f"{path / 'model.onnx'}")
 
 
 def _named_checkpoint(arg: Path | None, demo: Path) -> Path | None:
@@ -91,7 +109,7 @@ def _add_macs(sub):
     src.add_argument("--variant", help="an official variant (gopro, reds, sidd-1x, ...)")
     src.add_argument("--ckpt", type=Path, help="a checkpoint")
     src.add_argument("--onnx", type=Path, help="an exported graph")
-    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=(256, 256))
+    p.add_argument("--size", type=positive_int, nargs=2, metavar=("H", "W"), default=(256, 256))
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_macs)
 
@@ -180,10 +198,11 @@ def _add_build(sub):
     p.add_argument("--tensorrt", "--backend", dest="tensorrt", choices=("tensorrt", "tensorrt_rtx"),
                    help="which TensorRT builds the engine (default: tensorrt if importable, else "
                         "tensorrt_rtx)")
-    p.add_argument("--min", type=int, nargs=3, metavar=("N", "H", "W"))
-    p.add_argument("--opt", type=int, nargs=3, metavar=("N", "H", "W"))
-    p.add_argument("--max", type=int, nargs=3, metavar=("N", "H", "W"))
-    p.add_argument("--workspace-mb", type=int, default=None)
+    p.add_argument("--min", type=positive_int, nargs=3, metavar=("N", "H", "W"))
+    p.add_argument("--opt", type=positive_int, nargs=3, metavar=("N", "H", "W"))
+    p.add_argument("--max", type=positive_int, nargs=3, metavar=("N", "H", "W"))
+    p.add_argument("--workspace-mb", type=positive_int, default=None,
+                   help="TensorRT's workspace limit in MB (default 4096)")
     p.add_argument("--timing-cache", type=Path, help="default: beside the engine")
     p.add_argument("--compute-capability", nargs="+", default=(), metavar="SMxx",
                    help="TensorRT-RTX targets, e.g. SM86 SM89")
@@ -192,8 +211,8 @@ def _add_build(sub):
                    help="fold each HIN block into the fused plugin (falls back, saying why, where "
                         "the backend cannot host it)")
     p.add_argument("--calib-dir", type=Path, help="INT8: folder of calibration images")
-    p.add_argument("--calib-count", type=int, default=32, help="INT8: number of crops")
-    p.add_argument("--calib-crop", type=int, default=256, help="INT8: crop size")
+    p.add_argument("--calib-count", type=positive_int, default=32, help="INT8: number of crops")
+    p.add_argument("--calib-crop", type=positive_int, default=256, help="INT8: crop size")
     p.add_argument("--calib-mode", choices=("random", "grid"), default="random")
     _add_int8_options(p)
     p.add_argument("--verbose", action="store_true", help="show the backend's log")
@@ -207,6 +226,7 @@ def cmd_build(args) -> int:
 
     if args.precision is None:
         raise HinetDeployError("choose a precision: --fp32, --fp16 or --int8")
+    _check_output_file(args.output)
     defaults = Profile()
     profile = Profile(tuple(args.min or defaults.min), tuple(args.opt or defaults.opt),
                       tuple(args.max or defaults.max))
@@ -290,9 +310,9 @@ def _add_bench(sub):
     p.add_argument("--ckpt", type=Path, help="checkpoint (default: the demo model)")
     p.add_argument("--sizes", type=_size, nargs="+", default=None,
                    help="WIDTHxHEIGHT ... (default 256x256 1280x720 1920x1080)")
-    p.add_argument("--batch", type=int, nargs="+", default=[1])
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
+    p.add_argument("--batch", type=positive_int, nargs="+", default=[1])
+    p.add_argument("--repeats", type=positive_int, default=5)
+    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads (default: all)")
     p.add_argument("--out-dir", type=Path, default=DEFAULT_BUILD_DIR / "bench")
     p.add_argument("--json", type=Path, help="default: OUT_DIR/bench.json")
     p.set_defaults(func=cmd_bench)

@@ -52,3 +52,23 @@ def test_build_with_no_model_named_and_nothing_exported_says_what_to_pass(tmp_pa
 
 def test_export_needs_a_named_checkpoint(tmp_path):
     _one_error_line(_run(tmp_path, "to_onnx.py"), "--ckpt PATH (or --ckpt demo")
+
+
+@pytest.mark.parametrize("args, text", [
+    (["--fp16", "--workspace-mb", "-5"], "--workspace-mb: -5 is not at least 1"),
+    (["--int8", "--calib-count", "0"], "--calib-count: 0 is not at least 1"),
+    (["--fp16", "--max", "4", "x", "1024"], "--max: 'x' is not a whole number"),
+])
+def test_nonsense_numbers_are_one_line_before_any_work(tmp_path, args, text):
+    result = _run(tmp_path, "build_trt.py", *args)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert text in result.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "build").exists()
+
+
+@pytest.mark.parametrize("script, args", [("to_onnx.py", ["--ckpt", "demo"]),
+                                          ("build_trt.py", ["--fp16", "--ckpt", "demo"])])
+def test_output_naming_a_directory_is_one_line(tmp_path, script, args):
+    (tmp_path / "out").mkdir()
+    _one_error_line(_run(tmp_path, script, *args, "-o", "out"), "-o out is a directory")
+    assert list((tmp_path / "out").iterdir()) == [] and not (tmp_path / "build").exists()
