@@ -10,9 +10,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hinet_deploy.common.errors import HinetDeployError
 from hinet_deploy.common.files import atomic_path
+
+if TYPE_CHECKING:  # imported where used, so the CLI starts without onnx
+    import onnx
 
 FP32_OPS = ("InstanceNormalization",)
 CALIBRATION_METHODS = ("entropy", "percentile", "minmax")

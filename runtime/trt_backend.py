@@ -215,8 +215,13 @@ class EngineRunner:
         raw = (ctypes.c_byte * (count * dtype.itemsize)).from_address(ptr)
         return np.frombuffer(raw, dtype=dtype, count=count).reshape(shape)
 
-    def _run_once(self, shape) -> bool:
+    def _launch(self) -> bool:
+        """execute_async_v3 on the runner's stream; False where TensorRT could not enqueue."""
         return bool(self.context.execute_async_v3(int(self.cuda.stream)))
+
+    def _run_once(self, shape) -> None:
+        if not self._launch():
+            raise HinetDeployError(f"the engine failed to run at {'x'.join(map(str, shape))}")
 
     def _bind(self, shape, addresses: dict[str, int]) -> None:
         if not self.context.set_input_shape(self.io.input, tuple(shape)):
@@ -231,22 +236,20 @@ class EngineRunner:
         shape = tuple(shape)
         if self.capture and shape not in self.uncapturable and self._replay(shape):
             return
-        if not self._run_once(shape):
-            raise HinetDeployError(f"the engine failed to run at {'x'.join(map(str, shape))}")
+        self._run_once(shape)
 
     def _capture(self, shape: tuple):
         """An instantiated CUDA graph of the engine at this shape, or None where capture fails."""
         rt, stream = self.cuda.rt, self.cuda.stream
         # The first run does the work TensorRT defers to it (allocations, shape set-up), which
         # stream capture forbids; the second is recorded.
-        if not self._run_once(shape):
-            raise HinetDeployError(f"the engine failed to run at {'x'.join(map(str, shape))}")
+        self._run_once(shape)
         self.cuda.call(rt.cudaStreamSynchronize(stream))
         err, = rt.cudaStreamBeginCapture(
             stream, rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal)
         if err != rt.cudaError_t.cudaSuccess:
             return None
-        ran = self._run_once(shape)
+        ran = self._launch()
         err, graph = rt.cudaStreamEndCapture(stream)
         if err != rt.cudaError_t.cudaSuccess or graph is None:
             return None
