@@ -17,6 +17,7 @@ import numpy as np
 
 from hinet_deploy.calib.photos import DEMO_NOISE_SIGMA, TRAIN, add_gaussian_noise, load_photo
 from hinet_deploy.common.errors import HinetDeployError
+from hinet_deploy.common.progress import progress_bar
 
 DEFAULT_CROP = 256  # the official test crop; also the engines' default optimisation shape
 DEFAULT_COUNT = 32  # crops; ORT's entropy calibration histograms settle well before this (README)
@@ -29,6 +30,10 @@ def preprocess(rgb_u8: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(rgb_u8.transpose(2, 0, 1), dtype=np.float32) / np.float32(255.0)
 
 
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
 def _read_rgb(path: Path) -> np.ndarray | None:
     from PIL import Image, UnidentifiedImageError
 
@@ -39,12 +44,16 @@ def _read_rgb(path: Path) -> np.ndarray | None:
         return None
 
 
-def folder_images(folder: Path) -> dict[str, np.ndarray]:
+def folder_images(folder: Path, log=None) -> dict[str, np.ndarray]:
     folder = Path(folder)
     if not folder.is_dir():
         raise HinetDeployError(f"calibration folder {folder} does not exist")
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     images = {p.name: im for p in files if (im := _read_rgb(p)) is not None}
+    unreadable = [p.name for p in files if p.name not in images]
+    if unreadable and images:
+        (log or _stderr)(f"calibration: left out {len(unreadable)} unreadable file(s) "
+                         f"({', '.join(unreadable[:5])}{', ...' if len(unreadable) > 5 else ''})")
     if not images:
         found = len(list(folder.iterdir()))
         raise HinetDeployError(f"calibration folder {folder} has no readable images ({found} entries; "
@@ -72,9 +81,14 @@ class CalibrationSet:
 
 
 def make_crops(images: dict[str, np.ndarray], crop: int = DEFAULT_CROP, count: int = DEFAULT_COUNT,
-               mode: str = "random", seed: int = 0, progress: bool = True) -> CalibrationSet:
+               mode: str = "random", seed: int = 0, log=None) -> CalibrationSet:
     """`count` crops of crop x crop: random positions, or a regular grid over each image."""
+    log = log or _stderr
     usable = {k: v for k, v in images.items() if v.shape[0] >= crop and v.shape[1] >= crop}
+    small = sorted(set(images) - set(usable))
+    if small and usable:
+        log(f"calibration: left out {len(small)} image(s) smaller than {crop}x{crop} "
+            f"({', '.join(small[:5])}{', ...' if len(small) > 5 else ''})")
     if not usable:
         raise HinetDeployError(f"no calibration image is at least {crop}x{crop} "
                                f"(largest: {max(v.shape[1] for v in images.values())}x"
@@ -98,34 +112,28 @@ def make_crops(images: dict[str, np.ndarray], crop: int = DEFAULT_CROP, count: i
             h, w = usable[name].shape[:2]
             positions.append((name, int(rng.integers(0, h - crop + 1)),
                               int(rng.integers(0, w - crop + 1))))
-    crops = []
-    for done, (name, t, s) in enumerate(positions, 1):
-        crops.append(preprocess(usable[name][t:t + crop, s:s + crop]))
-        if progress:
-            print(f"\rcalibration crops {done}/{len(positions)}", end="", file=sys.stderr)
-    if progress:
-        print(file=sys.stderr)
+    crops = [preprocess(usable[name][t:t + crop, s:s + crop]) for name, t, s in positions]
     return CalibrationSet(crops, [p[0] for p in positions])
 
 
 class CalibrationReader:
-    """onnxruntime's CalibrationDataReader protocol over a CalibrationSet, with a progress line."""
+    """onnxruntime's CalibrationDataReader protocol over a CalibrationSet, with a progress bar."""
 
     def __init__(self, calib: CalibrationSet, batch: int = 1, input_name: str = "input",
                  progress: bool = True):
-        self.calib, self.batch, self.input_name, self.progress = calib, batch, input_name, progress
+        self.calib, self.batch, self.input_name = calib, batch, input_name
         self.position, self.end = 0, len(calib.crops)
+        self.bar = progress_bar(len(calib.crops), "calibrating", "crop", quiet=not progress)
 
     def get_next(self):
         crops = self.calib.crops
         if self.position >= self.end:
-            if self.progress and self.end == len(crops):
-                print(file=sys.stderr)
+            if self.end == len(crops):
+                self.bar.close()
             return None
         batch = np.stack(crops[self.position:min(self.position + self.batch, self.end)])
         self.position += len(batch)
-        if self.progress:
-            print(f"\rcalibrating {self.position}/{len(crops)}", end="", file=sys.stderr)
+        self.bar.update(len(batch))
         return {self.input_name: batch}
 
     def set_range(self, start_index: int, end_index: int):

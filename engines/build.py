@@ -24,7 +24,11 @@ from hinet_deploy.common.files import atomic_path
 DEFAULT_MIN = (1, 64, 64)
 DEFAULT_OPT = (1, 256, 256)
 DEFAULT_MAX = (4, 1024, 1024)
-DEFAULT_WORKSPACE_MB = 4096
+# No workspace limit by default: TensorRT's own default is the device's whole memory, a ceiling on
+# which tactics are considered, not an allocation (TensorRT API docs, MemoryPoolType.kWORKSPACE).
+# A fixed 4096 MB ruled out every tactic of a layer of the 88M-parameter variants at 4x1024x1024
+# (INT8 asked for 4.4 GB) and the build failed.
+DEFAULT_WORKSPACE_MB = None
 
 
 @dataclass
@@ -50,7 +54,7 @@ class Profile:
 @dataclass
 class BuildOptions:
     profile: Profile = field(default_factory=Profile)
-    workspace_mb: int = DEFAULT_WORKSPACE_MB
+    workspace_mb: int | None = DEFAULT_WORKSPACE_MB  # None: TensorRT's default (device memory)
     timing_cache: Path | None = None
     compute_capabilities: tuple[str, ...] = ()  # TensorRT-RTX only: e.g. ("SM86", "SM89")
 
@@ -69,7 +73,8 @@ def _parse(trt_module: TensorRtModule, builder, onnx_path: Path, logger):
 def _config(trt_module: TensorRtModule, builder, network, options: BuildOptions):
     trt = trt_module.module
     config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mb << 20)
+    if options.workspace_mb is not None:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mb << 20)
     profile = builder.create_optimization_profile()
     p = options.profile
     name = network.get_input(0).name
@@ -183,8 +188,12 @@ def build_engine(trt_module: TensorRtModule, onnx_path: Path, engine_path: Path,
         seconds = time.perf_counter() - start
     if serialized is None:
         tail = " | ".join(m for m in messages if "ERROR" in m)[-2000:] or "no message"
+        hint = ""
+        if options.workspace_mb is not None and "OutOfMemory" in tail:
+            hint = (f" (the workspace was capped at {options.workspace_mb} MB: raise "
+                    f"--workspace-mb, or leave it out for TensorRT's default)")
         raise HinetDeployError(f"{trt_module.name} {trt_module.version} failed to build "
-                               f"{onnx_path}: {tail}")
+                               f"{onnx_path}: {tail}{hint}")
     serialized = bytes(serialized)
     cache = timing_cache_bytes(config) if cache_path else None
     facts = {"build_seconds": round(seconds, 2), "engine_bytes": len(serialized),

@@ -18,7 +18,7 @@ import torch
 from hinet_deploy.export.model import HINet, HINetConfig
 from hinet_deploy.export.variants import OFFICIAL_VARIANTS, infer_config, match_official
 from hinet_deploy.common.errors import HinetDeployError
-from hinet_deploy.common.files import atomic_path
+from hinet_deploy.common.files import atomic_path, input_file
 
 # BasicSR keeps the EMA weights, when it trains with them, beside the plain ones: they are the
 # better model, as spandrel and BasicSR's own inference scripts assume.
@@ -85,8 +85,7 @@ def unsafe_globals(path: Path) -> list[str]:
 
 
 def _read_file(path: Path):
-    if not path.is_file():
-        raise HinetDeployError(f"checkpoint {path} does not exist")
+    input_file(path, "checkpoint")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from hinet_deploy.common.errors import HinetDeployError
+from hinet_deploy.common.files import input_file
 
 PREFIX = "hinet."
 
@@ -34,16 +35,21 @@ def read_metadata(model) -> dict[str, str]:
     return from_properties({p.key: p.value for p in model.metadata_props})
 
 
-def read_graph_metadata(path: Path) -> dict[str, str]:
-    """The facts of an ONNX file, with one clear error when it is not a readable graph."""
+def load_graph(path: Path, load_external_data: bool = True):
+    """The onnx.ModelProto in a file, with one clear error when it is not a readable graph."""
     import onnx
     from google.protobuf.message import DecodeError
 
-    path = Path(path)
-    if not path.is_file():
-        raise HinetDeployError(f"ONNX file {path} "
-                               + ("is a directory" if path.is_dir() else "does not exist"))
+    path = input_file(path, "ONNX file")
     try:
-        return read_metadata(onnx.load(str(path), load_external_data=False))
+        model = onnx.load(str(path), load_external_data=load_external_data)
     except (DecodeError, OSError, ValueError) as exc:
         raise HinetDeployError(f"{path} is not a readable ONNX graph ({exc})") from exc
+    if not model.graph.node:  # protobuf parses many foreign files as an empty message
+        raise HinetDeployError(f"{path} is not a readable ONNX graph (it holds no nodes)")
+    return model
+
+
+def read_graph_metadata(path: Path) -> dict[str, str]:
+    """The facts of an ONNX file, with one clear error when it is not a readable graph."""
+    return read_metadata(load_graph(path, load_external_data=False))

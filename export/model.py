@@ -70,10 +70,18 @@ class EncoderBlock(nn.Module):
             self.downsample = nn.Conv2d(out_ch, out_ch, 4, stride=2, padding=1, bias=False)
         self.has_downsample = downsample
 
+    def _half_norm(self, half):
+        # At one spatial element (a tiny image at the deepest level) torch's instance norm raises,
+        # while the ONNX operator gives 0 before the affine: the same here, so every backend takes
+        # any H and W. Traced exports never see a 1x1 feature map, so the graph is unchanged.
+        if not torch.jit.is_tracing() and half.shape[2] * half.shape[3] == 1:
+            return self.norm.bias.view(1, -1, 1, 1).expand_as(half).to(half.dtype)
+        return self.norm(half)
+
     def forward(self, x, enc=None, dec=None):
         y = self.conv_1(x)
         if self.use_hin:
-            y = torch.cat([self.norm(y[:, :self.half]), y[:, self.half:]], dim=1)
+            y = torch.cat([self._half_norm(y[:, :self.half]), y[:, self.half:]], dim=1)
         y = F.leaky_relu(y, self.slope)
         y = F.leaky_relu(self.conv_2(y), self.slope)
         y = y + self.identity(x)

@@ -24,6 +24,7 @@ from hinet_deploy.common.files import atomic_path, file_sha256
 from hinet_deploy.export.metadata import write_metadata
 
 DEFAULT_OPSET = 17  # chunk exports as two Slice nodes, the pattern hin_fusion folds; TensorRT 10 parses it
+OPSETS = range(11, 23)  # every opset from 11 to 22 exports and verifies (measured with torch 2.13)
 # A quarter of one 8-bit level (1/255): an export within it cannot move an 8-bit output by more than
 # one level. Measured FP32 differences are around 1e-6 for wf=8-64 (tests print them).
 VERIFY_MAX_ABS = 1e-3
@@ -112,6 +113,9 @@ def export_onnx(loaded: LoadedModel, out_path, *, opset: int = DEFAULT_OPSET,
                 tolerance: float = VERIFY_MAX_ABS, log=None) -> ExportReport:
     """Exports, checks and verifies; writes `out_path` only if every check passed."""
     log = log or (lambda msg: print(msg, file=sys.stderr))
+    if opset not in OPSETS:
+        raise HinetDeployError(f"opset {opset} is not supported: choose {OPSETS.start} to "
+                               f"{OPSETS.stop - 1} (default {DEFAULT_OPSET})")
     out_path = Path(out_path)
     multiple = loaded.size_multiple
     trace_shape = _check_shape(fixed_shape or TRACE_SHAPE, multiple)

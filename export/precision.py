@@ -9,6 +9,8 @@
 """
 from __future__ import annotations
 
+import contextlib
+import io
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -108,7 +110,9 @@ def to_int8(src: Path, dst: Path, reader, *, method: str = DEFAULT_CALIBRATION,
              "CalibPercentile": PERCENTILE, "CalibStridedMinMax": CALIBRATION_STRIDE}
     if cache_path is not None:
         Path(cache_path).parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(dst) as tmp:
+    # onnxruntime prints its calibration steps ("Collecting tensor data ...") on stdout, which is
+    # for results; the reader's progress bar says how far calibration is.
+    with atomic_path(dst) as tmp, contextlib.redirect_stdout(io.StringIO()):
         quantize_static(str(src), str(tmp), None if cache_hit else reader,
                         quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv", "ConvTranspose"],
                         per_channel=True, activation_type=QuantType.QInt8,

@@ -5,12 +5,15 @@ turns, round after round, so that a slow phase of a noisy machine hits all of th
 of each round rotates, so no contender always follows the same one (a fixed order once made the
 Restorer look 14 % faster than the session it wraps). Reported:
 median and p90 latency, images per second, speed-up over PyTorch FP32 eager on the same device,
-the MACs of one image (exact and paper convention), and memory.
+the MACs of one image (exact and paper convention), and each contender's peak memory.
+
+It fits the machine it runs on: sizes go smallest first, and a contender whose memory at the last
+size, scaled by pixels, says the next would not fit in the memory available is not run there (a
+not-run row says how much it would need). PyTorch at 1920x1080 needs about 12 GB.
 """
 from __future__ import annotations
 
 import json
-import resource
 import statistics
 import sys
 import time
@@ -19,7 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from hinet_deploy.export.macs import count_macs
+from hinet_deploy.export.metadata import read_metadata
 from hinet_deploy.common.files import atomic_path
+from hinet_deploy.common.memory import PeakMemory, available_bytes, estimated_run_bytes
 from hinet_deploy.pipeline import GraphRequest, precision_graphs
 from hinet_deploy.validate import UNAVAILABLE, device_name
 from hinet_deploy.runtime.backends import OnnxRuntimeBackend, TorchBackend
@@ -32,13 +37,34 @@ GPU_ONLY = [{"backend": "pytorch", "precision": "fp16 channels-last",
              "reason": "needs a CUDA device"}]
 
 
-def _rss_mb() -> float:
-    """Current resident memory of this process, from /proc (Linux)."""
-    try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
-        return pages * resource.getpagesize() / 2**20
-    except (OSError, ValueError, IndexError):
-        return float("nan")
+MEMORY_SHARE = 0.8  # of the memory available when a size starts: room left for the rest of the system
+
+
+class MemoryFit:
+    """Predicts a contender's working memory at a size, and says when it would not fit: the larger
+    of a prior from the network's width and what the contender used at the last size scaled by
+    pixels (memory grows with pixels: activations dominate). Small runs reuse memory allocators
+    keep, so a measurement alone can say almost nothing; the prior never does."""
+
+    def __init__(self, wf: int):
+        self.wf = wf
+        self.mb_per_pixel: dict = {}
+
+    def refusal(self, key, pixels: int) -> str | None:
+        available = available_bytes()
+        if available is None:
+            return None
+        need_mb = max(self.mb_per_pixel.get(key, 0.0) * pixels,
+                      estimated_run_bytes(self.wf, pixels) / 2**20)
+        budget_mb = available / 2**20 * MEMORY_SHARE
+        if need_mb <= budget_mb:
+            return None
+        return (f"would need about {need_mb / 1024:.1f} GB "
+                f"{available / 2**30:.1f} GB available")
+
+    def record(self, key, pixels: int, added_mb: float) -> None:
+        if added_mb == added_mb and added_mb > 0:  # not NaN
+            self.mb_per_pixel[key] = added_mb / pixels
 
 
 def _contenders(ckpt: Path, req: GraphRequest, threads: int | None):
@@ -61,18 +87,28 @@ def bench(ckpt: Path, req: GraphRequest, sizes=DEFAULT_SIZES, batches=(1,), repe
 
     contenders = dict(_contenders(ckpt, req, threads))
     fp32_graph = onnx.load(str(contenders[("onnxruntime", "fp32")].path))
-    rows, rng = [], np.random.default_rng(0)
-    for height, width in sizes:
+    wf = json.loads(read_metadata(fp32_graph)["config"])["wf"]
+    rows, not_run, rng, fit = [], [], np.random.default_rng(0), MemoryFit(wf)
+    for height, width in sorted(sizes, key=lambda s: s[0] * s[1]):
         ph, pw = round_up(height, 16), round_up(width, 16)  # what the Restorer pads to
         macs = count_macs(fp32_graph, ph, pw)
-        for batch in batches:
+        for batch in sorted(batches):
             x = rng.random((batch, 3, ph, pw), dtype=np.float32)
-            times = {key: [] for key in contenders}
-            rss = {}
+            memory, keys = {}, []
             for key, backend in contenders.items():
-                backend.run(x)  # warm-up, excluded
-                rss[key] = _rss_mb()
-            keys = list(contenders)
+                reason = fit.refusal(key, x[:, 0].size)
+                if reason:
+                    not_run.append({"backend": key[0], "precision": key[1], "height": height,
+                                    "width": width, "batch": batch, "reason": reason})
+                    log(f"{width}x{height} batch {batch}: {key[0]} {key[1]} not run: {reason}")
+                    continue
+                with PeakMemory() as memory[key]:
+                    backend.run(x)  # warm-up, excluded from the times
+                fit.record(key, x[:, 0].size, memory[key].added_mb)
+                keys.append(key)
+            if not keys:
+                continue
+            times = {key: [] for key in keys}
             for round_index in range(repeats):
                 shift = round_index % len(keys)  # rotate who goes first (see the module docstring)
                 for key in keys[shift:] + keys[:shift]:
@@ -80,7 +116,7 @@ def bench(ckpt: Path, req: GraphRequest, sizes=DEFAULT_SIZES, batches=(1,), repe
                     contenders[key].run(x)
                     times[key].append(time.perf_counter() - start)
                 log(f"{width}x{height} batch {batch}: round {round_index + 1}/{repeats}")
-            base = statistics.median(times[BASELINE])
+            base = statistics.median(times[BASELINE]) if BASELINE in times else float("nan")
             for key, t in times.items():
                 median = statistics.median(t)
                 rows.append({"backend": key[0], "precision": key[1], "height": height,
@@ -88,26 +124,35 @@ def bench(ckpt: Path, req: GraphRequest, sizes=DEFAULT_SIZES, batches=(1,), repe
                              "median_s": median, "p90_s": _percentile(t, 90),
                              "images_per_s": batch / median, "speedup_vs_pytorch_fp32": base / median,
                              "macs_per_image": macs.macs, "macs_paper_per_image": macs.macs_paper,
-                             "rss_mb_after_warmup": rss[key], "times_s": t})
+                             "peak_rss_mb": memory[key].peak_mb,
+                             "run_memory_mb": memory[key].added_mb, "times_s": t})
     for backend in contenders.values():
         backend.close()
     return {"checkpoint": str(ckpt), "device": device_name(), "threads": threads,
             "repeats": repeats, "warmup_runs": 1, "order": "alternating rounds",
-            "peak_host_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "peak_device_memory_mb": None, "rows": rows, "unavailable": UNAVAILABLE + GPU_ONLY}
+            "memory": "peak_rss_mb: the process's peak resident memory during the contender's "
+                      "warm-up run (all models loaded); run_memory_mb: the part that run added",
+            "rows": rows, "not_run": not_run, "unavailable": UNAVAILABLE + GPU_ONLY}
 
 
 def markdown(report: dict) -> str:
     lines = [f"device: {report['device']}; {report['threads'] or 'default'} threads; median of "
-             f"{report['repeats']} alternating rounds after one warm-up; peak host RSS "
-             f"{report['peak_host_rss_mb']:.0f} MB", "",
+             f"{report['repeats']} alternating rounds after one warm-up; memory: peak resident "
+             f"memory of the process during the contender's run (what the run added)", "",
              "| size | batch | backend | precision | median | p90 | images/s | vs PyTorch FP32 | "
-             "G MACs / image (exact / paper) |", "|---|---|---|---|---|---|---|---|---|"]
+             "G MACs / image (exact / paper) | peak memory |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["rows"]:
         lines.append(f"| {r['width']}x{r['height']} | {r['batch']} | {r['backend']} | "
                      f"{r['precision']} | {r['median_s']:.3f} s | {r['p90_s']:.3f} s | "
                      f"{r['images_per_s']:.2f} | {r['speedup_vs_pytorch_fp32']:.2f}x | "
-                     f"{r['macs_per_image'] / 1e9:.1f} / {r['macs_paper_per_image'] / 1e9:.1f} |")
+                     f"{r['macs_per_image'] / 1e9:.1f} / {r['macs_paper_per_image'] / 1e9:.1f} | "
+                     f"{r['peak_rss_mb']:.0f} MB (+{r['run_memory_mb']:.0f}) |")
+    for r in report["not_run"]:
+        lines.append(f"| {r['width']}x{r['height']} | {r['batch']} | {r['backend']} | "
+                     f"{r['precision']} | not run: {r['reason']} | | | | | |")
+    for r in report["unavailable"]:
+        lines.append(f"| all | | {r['backend']} | {r['precision']} | not run: {r['reason']} "
+                     f"| | | | | |")
     return "\n".join(lines)
 
 

@@ -5,6 +5,7 @@ Errors a user can cause print as one line and exit 2; --debug shows the tracebac
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 import tempfile
@@ -13,13 +14,17 @@ from pathlib import Path
 from hinet_deploy.calib.photos import DEMO_NOISE_SIGMA
 from hinet_deploy.export.precision import CALIBRATION_METHODS, DEFAULT_CALIBRATION
 from hinet_deploy.common.errors import HinetDeployError
+from hinet_deploy.common.files import input_file, output_file, writable_dir
 
+_WRITE_ERRNOS = {errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM}
 DEFAULT_BUILD_DIR = Path("build")  # under the directory the command runs in
 LAST_EXPORT = DEFAULT_BUILD_DIR / "last-export.json"  # the graph `export` wrote last, for `build`
 # Optional packages and the extra that installs each (the base install is the runtime alone).
 EXTRA_OF = {"torch": "export", "onnx": "export", "onnx_graphsurgeon": "export",
             "skimage": "export", "matplotlib": "export", "onnxruntime": "onnxruntime",
             "tensorrt_rtx": "trt", "cuda": "trt"}
+
+
 def positive_int(text: str) -> int:
     """An argparse type: a whole number of at least 1, refused in one line otherwise."""
     try:
@@ -31,12 +36,32 @@ def positive_int(text: str) -> int:
     return value
 
 
+def noise_level(text: str) -> float:
+    """An argparse type: a noise sigma on the 0-255 scale, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 255:
+        raise argparse.ArgumentTypeError(f"{value:g} is not a noise level (0 to 255)")
+    return value
+
+
 _COMMON = argparse.ArgumentParser(add_help=False)
 _COMMON.add_argument("--debug", action="store_true", help="show tracebacks of errors")
 
 
+def _command(sub, name: str, summary: str, *examples: str):
+    """A subcommand whose --help ends with examples."""
+    epilog = "examples:\n" + "\n".join(f"  hinet-deploy {name} {e}".rstrip() for e in examples)
+    return sub.add_parser(name, parents=[_COMMON], help=summary, description=summary,
+                          epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def _add_export(sub):
-    p = sub.add_parser("export", parents=[_COMMON], help="checkpoint -> verified ONNX graph")
+    p = _command(sub, "export", "checkpoint -> verified ONNX graph (dynamic batch, height, width)",
+                 "--ckpt HINet-GoPro.pth", "--ckpt demo -o build/demo.onnx",
+                 "--ckpt sidd.pth --fixed-shape 1 256 256")
     p.add_argument("--ckpt", type=Path, default=None,
                    help="HINet checkpoint (.pth, BasicSR or bare state dict); `demo` for the shipped "
                         "demo model")
@@ -44,7 +69,7 @@ def _add_export(sub):
                    help="ONNX file to write (default: build/<checkpoint name>.onnx)")
     p.add_argument("--variant", default=None,
                    help="official architecture to load into (default: inferred from the weights)")
-    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17)")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset, 11 to 22 (default 17)")
     p.add_argument("--fixed-shape", type=positive_int, nargs=3, metavar=("N", "H", "W"), default=None,
                    help="export a static N x 3 x H x W graph instead of dynamic batch/height/width")
     p.add_argument("--both-stages", action="store_true",
@@ -61,8 +86,8 @@ def cmd_export(args) -> int:
     if ckpt is None:
         raise HinetDeployError("name the checkpoint to export: --ckpt PATH (or --ckpt demo for "
                                "the shipped demo model)")
-    _check_output_file(args.output)
-    out = args.output or DEFAULT_BUILD_DIR / f"{ckpt.stem}.onnx"
+    input_file(ckpt, "checkpoint")
+    out = output_file(args.output or DEFAULT_BUILD_DIR / f"{ckpt.stem}.onnx")
     loaded = load_checkpoint(ckpt, args.variant)
     report = export_onnx(loaded, out, opset=args.opset or DEFAULT_OPSET,
                          both_stages=args.both_stages, fixed_shape=args.fixed_shape)
@@ -71,15 +96,16 @@ def cmd_export(args) -> int:
     return 0
 
 
-def _check_output_file(path: Path | None) -> None:
-    if path is not None and path.is_dir():
-        raise HinetDeployError(f"-o {path} is a directory; give the file to write, e.g. "
-                               f"{path / 'model.onnx'}")
-
-
 def _named_checkpoint(arg: Path | None, demo: Path) -> Path | None:
     """The checkpoint the user named; the shipped demo model only when named `demo`."""
     return demo if arg is not None and str(arg) == "demo" else arg
+
+
+def _checkpoint_or_demo(arg: Path | None) -> Path:
+    """For the checking commands (validate, bench, fidelity): the demo model unless one is named."""
+    from hinet_deploy.export.variants import DEMO_CHECKPOINT
+
+    return input_file(_named_checkpoint(arg, DEMO_CHECKPOINT) or DEMO_CHECKPOINT, "checkpoint")
 
 
 def _record_last_export(graph: Path, ckpt: Path) -> None:
@@ -103,13 +129,15 @@ def _last_export() -> Path:
 
 
 def _add_macs(sub):
-    p = sub.add_parser("macs", parents=[_COMMON],
-                       help="parameters and MACs (exact and paper convention)")
+    p = _command(sub, "macs", "parameters and MACs of a model (exact, and the paper's convention)",
+                 "--variant gopro", "--ckpt HINet-SIDD-0.5x.pth --size 512 512",
+                 "--onnx build/gopro.onnx --json")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--variant", help="an official variant (gopro, reds, sidd-1x, ...)")
     src.add_argument("--ckpt", type=Path, help="a checkpoint")
     src.add_argument("--onnx", type=Path, help="an exported graph")
-    p.add_argument("--size", type=positive_int, nargs=2, metavar=("H", "W"), default=(256, 256))
+    p.add_argument("--size", type=positive_int, nargs=2, metavar=("H", "W"), default=(256, 256),
+                   help="input height and width counted at (default 256 256, the paper's)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_macs)
 
@@ -118,12 +146,11 @@ def cmd_macs(args) -> int:
     import onnx
 
     from hinet_deploy.export.macs import count_macs
+    from hinet_deploy.export.metadata import load_graph
 
     height, width = args.size
     if args.onnx:
-        if not args.onnx.is_file():
-            raise HinetDeployError(f"ONNX file {args.onnx} does not exist")
-        count = count_macs(onnx.load(str(args.onnx)), height, width)
+        count = count_macs(load_graph(args.onnx), height, width)
         name = args.onnx.name
     else:
         from hinet_deploy.export.checkpoint import load_checkpoint, random_model
@@ -146,9 +173,10 @@ def cmd_macs(args) -> int:
 
 
 def _add_demo(sub):
-    p = sub.add_parser("demo", parents=[_COMMON],
-                       help="export the demo denoiser and restore held-out noisy photos")
-    p.add_argument("-o", "--out-dir", type=Path, default=DEFAULT_BUILD_DIR / "demo")
+    p = _command(sub, "demo", "export the demo denoiser and restore held-out noisy photos",
+                 "", "--image my_photo.png", "-o /tmp/demo --seed 3")
+    p.add_argument("-o", "--out-dir", type=Path, default=DEFAULT_BUILD_DIR / "demo",
+                   help="folder for the graph and images (default build/demo)")
     p.add_argument("--image", type=Path, default=None,
                    help="a clean 8-bit photo of your own to add noise to and restore")
     p.add_argument("--seed", type=int, default=0, help="noise seed")
@@ -158,6 +186,9 @@ def _add_demo(sub):
 def cmd_demo(args) -> int:
     from hinet_deploy.demo import format_rows, run_demo
 
+    if args.image is not None:
+        input_file(args.image, "image")
+    writable_dir(args.out_dir, "-o")
     print(f"hinet-deploy demo -> {args.out_dir}")
     rows = run_demo(args.out_dir, args.image, args.seed)
     print(format_rows(rows))
@@ -184,11 +215,16 @@ def _calib_options(args, **extra):
 
 
 def _add_build(sub):
-    p = sub.add_parser("build", parents=[_COMMON],
-                       help="ONNX of a precision -> TensorRT engine + JSON sidecar")
+    p = _command(sub, "build", "ONNX of a precision -> TensorRT engine + JSON sidecar",
+                 "--fp16                      (the graph `export` wrote last here)",
+                 "--fp16 --ckpt HINet-GoPro.pth --max 1 1088 1920",
+                 "--int8 --onnx build/gopro.onnx --calib-dir my_frames/",
+                 "--fp16 --ckpt demo --compute-capability SM86 SM89 SM120")
     prec = p.add_mutually_exclusive_group()
-    for name in ("fp32", "fp16", "int8"):
-        prec.add_argument(f"--{name}", dest="precision", action="store_const", const=name)
+    for name, what in (("fp32", "FP32 throughout"), ("fp16", "FP16, instance norm kept in FP32"),
+                       ("int8", "INT8 Q/DQ from calibration, first/last layers in float")):
+        prec.add_argument(f"--{name}", dest="precision", action="store_const", const=name,
+                          help=what)
     src = p.add_mutually_exclusive_group()
     src.add_argument("--ckpt", type=Path, help="checkpoint (`demo` for the shipped demo model)")
     src.add_argument("--onnx", type=Path, help="an FP32 graph from hinet-deploy export (default: "
@@ -198,12 +234,18 @@ def _add_build(sub):
     p.add_argument("--tensorrt", "--backend", dest="tensorrt", choices=("tensorrt", "tensorrt_rtx"),
                    help="which TensorRT builds the engine (default: tensorrt if importable, else "
                         "tensorrt_rtx)")
-    p.add_argument("--min", type=positive_int, nargs=3, metavar=("N", "H", "W"))
-    p.add_argument("--opt", type=positive_int, nargs=3, metavar=("N", "H", "W"))
-    p.add_argument("--max", type=positive_int, nargs=3, metavar=("N", "H", "W"))
+    p.add_argument("--min", type=positive_int, nargs=3, metavar=("N", "H", "W"),
+                   help="smallest input the engine takes (default 1 64 64)")
+    p.add_argument("--opt", type=positive_int, nargs=3, metavar=("N", "H", "W"),
+                   help="input TensorRT tunes for (default 1 256 256)")
+    p.add_argument("--max", type=positive_int, nargs=3, metavar=("N", "H", "W"),
+                   help="largest input (default 4 1024 1024; H and W multiples of 16)")
     p.add_argument("--workspace-mb", type=positive_int, default=None,
-                   help="TensorRT's workspace limit in MB (default 4096)")
-    p.add_argument("--timing-cache", type=Path, help="default: beside the engine")
+                   help="cap on TensorRT's scratch memory per layer, in MB (default: no cap, "
+                        "TensorRT's own default of the GPU's memory; a low cap can rule out every "
+                        "tactic of a layer)")
+    p.add_argument("--timing-cache", type=Path,
+                   help="full TensorRT's timing cache file (default: beside the engine)")
     p.add_argument("--compute-capability", nargs="+", default=(), metavar="SMxx",
                    help="TensorRT-RTX targets, e.g. SM86 SM89")
     p.add_argument("--io-fp16", action="store_true", help="FP16 engine inputs and outputs")
@@ -213,20 +255,21 @@ def _add_build(sub):
     p.add_argument("--calib-dir", type=Path, help="INT8: folder of calibration images")
     p.add_argument("--calib-count", type=positive_int, default=32, help="INT8: number of crops")
     p.add_argument("--calib-crop", type=positive_int, default=256, help="INT8: crop size")
-    p.add_argument("--calib-mode", choices=("random", "grid"), default="random")
+    p.add_argument("--calib-mode", choices=("random", "grid"), default="random",
+                   help="INT8: crops at random positions, or a regular grid (default random)")
     _add_int8_options(p)
     p.add_argument("--verbose", action="store_true", help="show the backend's log")
     p.set_defaults(func=cmd_build, precision=None)
 
 
 def cmd_build(args) -> int:
-    from hinet_deploy.engines.build import DEFAULT_WORKSPACE_MB, BuildOptions, Profile
+    from hinet_deploy.engines.build import BuildOptions, Profile
     from hinet_deploy.export.variants import DEMO_CHECKPOINT
     from hinet_deploy.pipeline import GraphRequest, build
 
     if args.precision is None:
         raise HinetDeployError("choose a precision: --fp32, --fp16 or --int8")
-    _check_output_file(args.output)
+    _check_build_inputs(args)
     defaults = Profile()
     profile = Profile(tuple(args.min or defaults.min), tuple(args.opt or defaults.opt),
                       tuple(args.max or defaults.max))
@@ -242,7 +285,8 @@ def cmd_build(args) -> int:
                        hin_plugin=args.hin_plugin)
     if args.output is not None:
         req.out_dir = args.output.parent
-    options = BuildOptions(profile, args.workspace_mb or DEFAULT_WORKSPACE_MB, args.timing_cache,
+    writable_dir(req.out_dir, "engine folder")
+    options = BuildOptions(profile, args.workspace_mb, args.timing_cache,
                            tuple(args.compute_capability))
     engine, sidecar = build(req, args.output, args.tensorrt, options, args.verbose)
     print(f"wrote {engine} ({sidecar.facts['engine_bytes'] / 2**20:.1f} MB, {sidecar.tensorrt} "
@@ -251,11 +295,32 @@ def cmd_build(args) -> int:
     return 0
 
 
+def _check_build_inputs(args) -> None:
+    """Everything a build reads and writes, checked before its long work starts."""
+    from hinet_deploy.export.metadata import read_graph_metadata
+
+    int8_only = [flag for flag, value in (("--calib-dir", args.calib_dir),) if value is not None]
+    if args.precision != "int8" and int8_only:
+        raise HinetDeployError(f"{', '.join(int8_only)} is for --int8 (calibration); an "
+                               f"--{args.precision} build uses no calibration images")
+    if args.calib_dir is not None and not args.calib_dir.is_dir():
+        raise HinetDeployError(f"calibration folder {args.calib_dir} "
+                               + ("is not a folder" if args.calib_dir.exists() else "does not exist"))
+    if args.onnx is not None:
+        read_graph_metadata(args.onnx)
+    elif args.ckpt is not None and str(args.ckpt) != "demo":
+        input_file(args.ckpt, "checkpoint")
+    if args.output is not None:
+        output_file(args.output)
+
+
 def _add_fidelity(sub):
-    p = sub.add_parser("fidelity", parents=[_COMMON],
-                       help="PSNR/SSIM of the FP32, FP16 and INT8 graphs vs PyTorch and clean images")
+    p = _command(sub, "fidelity",
+                 "PSNR/SSIM of the FP32, FP16 and INT8 graphs vs PyTorch and clean images",
+                 "", "--ckpt my_denoiser.pth --json fidelity.json", "--calib-method percentile")
     p.add_argument("--ckpt", type=Path, help="checkpoint (default: the demo model)")
-    p.add_argument("--out-dir", type=Path, default=DEFAULT_BUILD_DIR / "fidelity")
+    p.add_argument("--out-dir", type=Path, default=DEFAULT_BUILD_DIR / "fidelity",
+                   help="folder for the graphs (default build/fidelity)")
     _add_int8_options(p)
     p.add_argument("--json", type=Path, help="also write every number to this JSON file")
     p.set_defaults(func=cmd_fidelity)
@@ -266,7 +331,11 @@ def cmd_fidelity(args) -> int:
     from hinet_deploy.pipeline import GraphRequest
 
     calib = _calib_options(args)
-    rows = fidelity(GraphRequest(ckpt=args.ckpt, out_dir=args.out_dir, calib=calib))
+    ckpt = _checkpoint_or_demo(args.ckpt)
+    writable_dir(args.out_dir, "--out-dir")
+    if args.json:
+        output_file(args.json, "--json")
+    rows = fidelity(GraphRequest(ckpt=ckpt, out_dir=args.out_dir, calib=calib))
     print(format_rows(rows))
     if args.json:
         write_json(rows, args.json)
@@ -274,15 +343,19 @@ def cmd_fidelity(args) -> int:
 
 
 def _add_validate(sub):
-    p = sub.add_parser("validate", parents=[_COMMON],
-                       help="PSNR/SSIM of every backend and precision vs clean images and PyTorch")
+    p = _command(sub, "validate",
+                 "PSNR/SSIM of every backend and precision vs clean images and PyTorch",
+                 "", "--ckpt HINet-SIDD-1x.pth --data SIDD/val --mode grids",
+                 "--ckpt my_denoiser.pth --data clean_photos/ --sigma 15")
     p.add_argument("--ckpt", type=Path, help="checkpoint (default: the demo model)")
     p.add_argument("--data", type=Path, help="degraded/clean pairs (official layouts) or clean "
                    "images to add noise to; default: the shipped held-out photographs")
-    p.add_argument("--sigma", type=float, default=DEMO_NOISE_SIGMA,
+    p.add_argument("--sigma", type=noise_level, default=DEMO_NOISE_SIGMA,
                    help="noise for clean-only data (0-255)")
-    p.add_argument("--mode", choices=("whole", "grids"), default="whole")
-    p.add_argument("--out-dir", type=Path, default=DEFAULT_BUILD_DIR / "validate")
+    p.add_argument("--mode", choices=("whole", "grids"), default="whole",
+                   help="whole images, or the official 256-tile grids (default whole)")
+    p.add_argument("--out-dir", type=Path, default=DEFAULT_BUILD_DIR / "validate",
+                   help="folder for graphs and reports (default build/validate)")
     p.add_argument("--json", type=Path, help="default: OUT_DIR/report.json")
     p.set_defaults(func=cmd_validate)
 
@@ -290,7 +363,11 @@ def _add_validate(sub):
 def cmd_validate(args) -> int:
     from hinet_deploy.validate import validate
 
-    report, text = validate(args.ckpt, args.data, args.sigma, args.mode, args.out_dir, args.json)
+    ckpt = _checkpoint_or_demo(args.ckpt)
+    writable_dir(args.out_dir, "--out-dir")
+    if args.json:
+        output_file(args.json, "--json")
+    report, text = validate(ckpt, args.data, args.sigma, args.mode, args.out_dir, args.json)
     print(text)
     print(f"report: {args.out_dir / 'report.md'}, {args.json or args.out_dir / 'report.json'}")
     return 130 if report["interrupted"] else 0
@@ -301,33 +378,39 @@ def _size(text: str) -> tuple[int, int]:
         width, height = (int(v) for v in text.lower().split("x"))
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"size {text!r} is not WIDTHxHEIGHT") from exc
+    if width < 1 or height < 1:
+        raise argparse.ArgumentTypeError(f"size {text!r}: a side is not at least 1")
     return height, width
 
 
 def _add_bench(sub):
-    p = sub.add_parser("bench", parents=[_COMMON],
-                       help="latency per backend and precision, side by side, with speed-ups")
+    p = _command(sub, "bench", "latency per backend and precision, side by side, with speed-ups",
+                 "", "--sizes 256x256 1280x720 --repeats 9 --threads 2",
+                 "--ckpt HINet-GoPro.pth --batch 1 4 --json gopro-bench.json")
     p.add_argument("--ckpt", type=Path, help="checkpoint (default: the demo model)")
     p.add_argument("--sizes", type=_size, nargs="+", default=None,
                    help="WIDTHxHEIGHT ... (default 256x256 1280x720 1920x1080)")
-    p.add_argument("--batch", type=positive_int, nargs="+", default=[1])
-    p.add_argument("--repeats", type=positive_int, default=5)
+    p.add_argument("--batch", type=positive_int, nargs="+", default=[1],
+                   help="batch sizes (default 1)")
+    p.add_argument("--repeats", type=positive_int, default=5,
+                   help="timed rounds after one warm-up (default 5)")
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads (default: all)")
-    p.add_argument("--out-dir", type=Path, default=DEFAULT_BUILD_DIR / "bench")
+    p.add_argument("--out-dir", type=Path, default=DEFAULT_BUILD_DIR / "bench",
+                   help="folder for graphs and reports (default build/bench)")
     p.add_argument("--json", type=Path, help="default: OUT_DIR/bench.json")
     p.set_defaults(func=cmd_bench)
 
 
 def cmd_bench(args) -> int:
     from hinet_deploy.bench import DEFAULT_SIZES, bench, markdown, write_json
-    from hinet_deploy.export.variants import DEMO_CHECKPOINT
     from hinet_deploy.pipeline import GraphRequest
 
-    ckpt = args.ckpt or DEMO_CHECKPOINT
+    ckpt = _checkpoint_or_demo(args.ckpt)
+    writable_dir(args.out_dir, "--out-dir")
+    json_path = output_file(args.json or args.out_dir / "bench.json", "--json")
     req = GraphRequest(ckpt=ckpt, out_dir=args.out_dir / "graphs")
     report = bench(ckpt, req, tuple(args.sizes or DEFAULT_SIZES), tuple(args.batch),
                    args.repeats, args.threads)
-    json_path = args.json or args.out_dir / "bench.json"
     write_json(report, json_path)
     print(markdown(report))
     print(f"json: {json_path}")
@@ -366,6 +449,12 @@ def main(argv=None, parser: argparse.ArgumentParser | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # the disk, not the program: full, read-only, gone
+        if args.debug or exc.filename is None:
+            raise
+        print(f"error: cannot {'write' if exc.errno in _WRITE_ERRNOS else 'use'} {exc.filename}: "
+              f"{exc.strerror}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

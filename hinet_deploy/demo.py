@@ -59,12 +59,12 @@ def evaluate(name: str, clean: np.ndarray, onnx_restorer: Restorer, torch_restor
 def run_demo(out_dir: Path, image_path: Path | None = None, seed: int = 0,
              checkpoint: Path = DEMO_CHECKPOINT, log=print) -> list[DemoRow]:
     out_dir = Path(out_dir)
+    images = {Path(image_path).stem: read_image(image_path)} if image_path else \
+        {name: load_photo(name) for name in HELD_OUT}  # first: a bad image costs no export
     loaded = load_checkpoint(checkpoint)
     onnx_path = out_dir / "hinet-demo-denoise.onnx"
     report = export_onnx(loaded, onnx_path, log=lambda m: log(f"  {m}"))
     log(f"  {report.summary()}")
-    images = {Path(image_path).stem: read_image(image_path)} if image_path else \
-        {name: load_photo(name) for name in HELD_OUT}
     rows = []
     with Restorer(onnx_path) as onnx_restorer, Restorer(checkpoint) as torch_restorer:
         for i, (name, clean) in enumerate(images.items()):

@@ -1,7 +1,7 @@
 """Checkpoint -> ONNX of a precision -> engine: the chain `hinet-deploy build` and build_trt.py run.
 
-Every intermediate graph is kept on disk beside the engine, and the sidecar names the exact one the
-engine was built from.
+Every intermediate graph of a successful build is kept on disk beside the engine, and the sidecar
+names the exact one the engine was built from.
 """
 from __future__ import annotations
 
@@ -166,7 +166,28 @@ def _hin_plugin_graph(req: GraphRequest, graph: Path, trt_module) -> tuple[Path,
 
 def build(req: GraphRequest, engine_path: Path | None, tensorrt: str | None, options,
           verbose: bool = False) -> tuple[Path, EngineSidecar]:
-    """Makes the graph, builds the engine, writes engine and sidecar; returns both."""
+    """Makes the graph, builds the engine, writes engine and sidecar; returns both.
+
+    A build that fails (or is interrupted) removes the graphs it wrote (hundreds of MB for the big
+    variants); only the calibration ranges stay, a small cache the next build reuses."""
+    folder = Path(req.out_dir)
+    before = set(folder.iterdir()) if folder.is_dir() else set()
+    try:
+        return _build(req, engine_path, tensorrt, options, verbose)
+    except BaseException:
+        made = set(folder.iterdir()) - before if folder.is_dir() else set()
+        for path in made:
+            if path.is_file():
+                path.unlink()
+        if made:
+            _log(f"removed what this build wrote: {', '.join(sorted(p.name for p in made))}")
+        if req.precision == "int8" and any(Path(req.calib.cache_dir).glob("*.json")):
+            _log(f"kept the calibration ranges in {req.calib.cache_dir} (reused by the next build)")
+        raise
+
+
+def _build(req: GraphRequest, engine_path: Path | None, tensorrt: str | None, options,
+           verbose: bool = False) -> tuple[Path, EngineSidecar]:
     from hinet_deploy.engines.build import (build_engine, check_compute_capabilities,
                                             default_timing_cache)
     from hinet_deploy.engines.tensorrt_module import import_tensorrt

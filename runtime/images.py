@@ -14,6 +14,9 @@ from hinet_deploy.common.errors import HinetDeployError
 from hinet_deploy.common.files import atomic_path
 
 _SCALE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+# How far a float image may stray outside [0, 1] before it is refused: resampling a [0, 1] image
+# (bicubic, Lanczos) overshoots by a few percent, which is clipped; 0-255 data is refused.
+FLOAT_SLACK = 0.25
 _FLOATS = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -45,6 +48,17 @@ def scale_of(dtype: np.dtype) -> float | None:
     return _SCALE.get(np.dtype(dtype))
 
 
+def _check_float_range(chw: np.ndarray) -> None:
+    """Floats are read as [0, 1]; a float image on the 0-255 scale would be clipped to garbage."""
+    low, high = float(chw.min()), float(chw.max())  # NaN propagates into both
+    if not (np.isfinite(low) and np.isfinite(high)):
+        raise HinetDeployError("float image holds NaN or infinite values")
+    if low < -FLOAT_SLACK or high > 1 + FLOAT_SLACK:
+        hint = " (0-255 values: divide by 255, or pass uint8)" if high > 2 else ""
+        raise HinetDeployError(f"float image spans {low:g} to {high:g}, but float images are read "
+                               f"as [0, 1]{hint}")
+
+
 def to_network(image) -> tuple[np.ndarray, ImageLayout]:
     """HxW, HxWx1, HxWx3 or HxWx4 uint8/uint16/float array -> (3xHxW float32 in [0,1], layout)."""
     image = np.asarray(image)
@@ -59,8 +73,8 @@ def to_network(image) -> tuple[np.ndarray, ImageLayout]:
     chw = np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32)
     if scale:
         chw /= np.float32(scale)
-    elif not np.isfinite(chw).all():
-        raise HinetDeployError("float image holds NaN or infinite values")
+    else:
+        _check_float_range(chw)
     return chw, ImageLayout(original_shape, image.dtype, channels == 1, alpha)
 
 

@@ -26,16 +26,26 @@ def test_folder_of_mixed_images(tmp_path):
     (tmp_path / "broken.png").write_bytes(b"\x89PNG garbage")
     images = folder_images(tmp_path)
     assert sorted(images) == ["a.png", "b.jpg"]
-    crops = make_crops(images, crop=256, count=5, progress=False)
+    crops = make_crops(images, crop=256, count=5)
     assert len(crops.crops) == 5 and all(c.shape == (3, 256, 256) for c in crops.crops)
-    grid = make_crops(images, crop=128, count=100, mode="grid", progress=False)
+    grid = make_crops(images, crop=128, count=100, mode="grid")
     assert len(grid.crops) == 2 * 2 + 2 * 3  # whole 128-cells of 280x300 and 300x400
+
+
+def test_images_left_out_are_named(tmp_path):
+    _write(tmp_path, "big.png", (300, 280))
+    _write(tmp_path, "small.png", (100, 80))
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG garbage")
+    said = []
+    crops = make_crops(folder_images(tmp_path, log=said.append), crop=256, count=3, log=said.append)
+    assert set(crops.sources) == {"big.png"}
+    assert said == ["calibration: left out 1 unreadable file(s) (broken.png)",
+                    "calibration: left out 1 image(s) smaller than 256x256 (small.png)"]
 
 
 def test_reader_batches_then_ends():
     images = {"x": np.zeros((64, 64, 3), np.uint8)}
-    reader = CalibrationReader(make_crops(images, crop=32, count=5, progress=False), batch=2,
-                               progress=False)
+    reader = CalibrationReader(make_crops(images, crop=32, count=5), batch=2, progress=False)
     shapes = []
     while (feed := reader.get_next()) is not None:
         shapes.append(feed["input"].shape)
@@ -43,8 +53,8 @@ def test_reader_batches_then_ends():
 
 
 def test_fingerprint_follows_the_pixels():
-    a = make_crops({"x": np.zeros((64, 64, 3), np.uint8)}, crop=32, count=2, progress=False)
-    b = make_crops({"x": np.ones((64, 64, 3), np.uint8)}, crop=32, count=2, progress=False)
+    a = make_crops({"x": np.zeros((64, 64, 3), np.uint8)}, crop=32, count=2)
+    b = make_crops({"x": np.ones((64, 64, 3), np.uint8)}, crop=32, count=2)
     assert a.fingerprint() != b.fingerprint()
 
 
@@ -56,7 +66,7 @@ def test_fingerprint_follows_the_pixels():
 def test_bad_folders(tmp_path, setup, message):
     setup(tmp_path)
     with pytest.raises(HinetDeployError, match=message):
-        make_crops(folder_images(tmp_path), crop=256, count=4, progress=False)
+        make_crops(folder_images(tmp_path), crop=256, count=4)
 
 
 def test_missing_folder(tmp_path):
@@ -67,8 +77,8 @@ def test_missing_folder(tmp_path):
 def test_reader_strides_cover_every_crop_once():
     """onnxruntime's strided calibration calls set_range then drains the reader, stride by stride."""
     crops = make_crops({"x": np.arange(64 * 64 * 3, dtype=np.uint8).reshape(64, 64, 3) % 251},
-                       crop=16, count=5, progress=False)
-    reader = CalibrationReader(crops, progress=False)
+                       crop=16, count=5)
+    reader = CalibrationReader(crops)
     seen = []
     for start in range(0, len(reader), 2):
         reader.set_range(start_index=start, end_index=start + 2)

@@ -39,8 +39,9 @@ def _build(small_ckpt, tmp_path, precision, backend="tensorrt_rtx"):
 
 @needs_rtx
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
-def test_rtx_builds_each_precision_with_a_sidecar(small_ckpt, tmp_path, precision):
+def test_rtx_builds_each_precision_with_a_sidecar(small_ckpt, tmp_path, precision, capsys):
     engine, built = _build(small_ckpt, tmp_path, precision)
+    assert capsys.readouterr().out == ""  # onnxruntime's calibration chatter stays off stdout
     assert engine.stat().st_size == built.facts["engine_bytes"] > 100_000
     sidecar = read_sidecar(engine)
     assert sidecar.schema == SCHEMA and sidecar.tensorrt == "tensorrt_rtx"
@@ -235,6 +236,26 @@ def test_rtx_python_plugin_abort_is_still_there(tmp_path):
     # plugin_support() was written for (fixed: let build --hin-plugin use the plugin there).
     pytest.fail(f"the probe ended with rc {result.returncode}, not the known abort: "
                 f"{result.stderr[-300:]}")
+
+
+@needs_rtx
+def test_failed_build_removes_its_graphs_and_keeps_the_calibration_ranges(small_ckpt, tmp_path,
+                                                                          monkeypatch, capsys):
+    import hinet_deploy.engines.build as engines_build
+
+    def out_of_memory(*args, **kwargs):  # where a real build fails: TensorRT, after the graphs
+        raise HinetDeployError("tensorrt_rtx failed to build: OutOfMemory")
+
+    monkeypatch.setattr(engines_build, "build_engine", out_of_memory)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "mine.txt").write_text("a file of the user's")
+    with pytest.raises(HinetDeployError, match="OutOfMemory"):
+        _build(small_ckpt, tmp_path, "int8")
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["mine.txt"]
+    assert len(list((tmp_path / "calib-cache").glob("*.json"))) == 1
+    err = capsys.readouterr().err
+    assert "removed what this build wrote: small.fp32.onnx, small.int8-" in err
+    assert "kept the calibration ranges" in err
 
 
 @needs_rtx

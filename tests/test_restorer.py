@@ -81,10 +81,29 @@ def test_dtypes_are_kept(onnx_restorer, photo, dtype, scale):
     (np.zeros((32, 32, 3), bool), "dtype bool"),
     (np.zeros((0, 32, 3), np.uint8), "empty"),
     (np.full((8, 8, 3), np.nan, np.float32), "NaN"),
+    (np.full((8, 8, 3), 200.0, np.float32), "divide by 255"),  # 0-255 floats: not clipped to 1
+    (np.full((8, 8, 3), -3.0, np.float32), "read as \\[0, 1\\]"),
 ])
 def test_bad_images_are_refused(onnx_restorer, image, message):
     with pytest.raises(HinetDeployError, match=message):
         onnx_restorer(image)
+
+
+def test_float_overshoot_from_resampling_is_accepted(onnx_restorer):
+    image = np.full((16, 16, 3), 1.04, np.float32)  # a bicubic resize of a white [0, 1] image
+    assert onnx_restorer(image).max() <= 1.0
+
+
+@pytest.mark.parametrize("mode", ["whole", "grids"])
+def test_pytorch_takes_a_3x3_image_like_onnx_runtime(small_ckpt, small_onnx, mode):
+    """3x3 pads to 16x16, a single element at the deepest level: torch's instance norm refuses it,
+    the ONNX operator gives 0 before the affine; the model does the same."""
+    image = np.random.default_rng(3).integers(0, 256, (3, 3, 3), dtype=np.uint8)
+    with Restorer(small_ckpt, mode=mode) as torch_restorer, \
+            Restorer(small_onnx, mode=mode) as onnx_one:
+        got, want = torch_restorer(image), onnx_one(image)
+    assert got.shape == (3, 3, 3)
+    assert np.abs(got.astype(int) - want).max() <= 1
 
 
 def test_fixed_shape_graph_needs_tiles(small_ckpt, tmp_path, photo):

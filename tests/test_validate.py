@@ -123,3 +123,22 @@ def test_bench_json(tmp_path):
         assert r["p90_s"] >= r["median_s"] > 0
         assert r["macs_paper_per_image"] > r["macs_per_image"] > 0
     assert report["device"].startswith("CPU")
+
+
+def test_bench_reports_memory_and_skips_a_size_that_would_not_fit(tmp_path, monkeypatch):
+    import hinet_deploy.bench as bench_module
+
+    req = GraphRequest(out_dir=tmp_path / "graphs",
+                       calib=CalibOptions(count=2, crop=64, cache_dir=tmp_path / "cc"))
+    # The machine has room for the small size only: 1 GB free; 6400x4800 needs about 40 GB.
+    monkeypatch.setattr(bench_module, "available_bytes", lambda: 2**30)
+    report = bench_module.bench(DEMO_CHECKPOINT, req, sizes=((4800, 6400), (48, 64)), repeats=1,
+                                threads=1, log=lambda m: None)
+    assert {(r["height"], r["width"]) for r in report["rows"]} == {(48, 64)}  # smallest first
+    for r in report["rows"]:
+        assert r["peak_rss_mb"] >= r["run_memory_mb"] >= 0
+    assert {(r["backend"], r["precision"]) for r in report["not_run"]} == {
+        ("pytorch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "fp16"), ("onnxruntime", "int8")}
+    assert all("would need about" in r["reason"] for r in report["not_run"])
+    table = bench_module.markdown(report)
+    assert "| 6400x4800 | 1 | pytorch | fp32 | not run: would need about" in table

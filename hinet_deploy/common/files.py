@@ -7,6 +7,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from hinet_deploy.common.errors import HinetDeployError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike):
@@ -33,3 +35,39 @@ def file_sha256(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def input_file(path: str | os.PathLike, what: str) -> Path:
+    """`path` if it is a non-empty file, else one error that says which of the three it is not."""
+    path = Path(path)
+    if path.is_dir():
+        raise HinetDeployError(f"{what} {path} is a directory, not a file")
+    if not path.is_file():
+        raise HinetDeployError(f"{what} {path} does not exist")
+    if path.stat().st_size == 0:
+        raise HinetDeployError(f"{what} {path} is empty (0 bytes)")
+    return path
+
+
+def writable_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
+    """Makes `path` (and its parents) and proves a file can be created in it, before any long work:
+    a read-only or full disk is one error line up front, not a traceback at the end."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise HinetDeployError(f"{what} {path} is not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".hinet-deploy-write-test."):
+            pass
+    except OSError as exc:
+        raise HinetDeployError(f"cannot write into {what} {path}: {exc.strerror or exc}") from exc
+    return path
+
+
+def output_file(path: str | os.PathLike, flag: str = "-o") -> Path:
+    """A file the command will write: not a directory, in a folder that can be written."""
+    path = Path(path)
+    if path.is_dir():
+        raise HinetDeployError(f"{flag} {path} is a directory; give the file to write")
+    writable_dir(path.parent, f"the folder of {flag} {path}")
+    return path
