@@ -9,7 +9,7 @@ the MACs of one image (exact and paper convention), and each contender's peak me
 
 It fits the machine it runs on: sizes go smallest first, and a contender whose memory at the last
 size, scaled by pixels, says the next would not fit in the memory available is not run there (a
-not-run row says how much it would need). PyTorch at 1920x1080 needs about 12 GB.
+not-run row says how much it would need).
 """
 from __future__ import annotations
 
