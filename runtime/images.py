@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 
 from hinet_deploy.common.errors import HinetDeployError
-from hinet_deploy.common.files import atomic_path
 
 _SCALE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 # How far a float image may stray outside [0, 1] before it is refused: resampling a [0, 1] image
@@ -98,28 +97,14 @@ def from_network(chw: np.ndarray, layout: ImageLayout) -> np.ndarray:
 
 
 def read_image(path) -> np.ndarray:
-    """HxWx3 (or x4, or HxW) uint8/uint16 array of an image file, with a clear error if unreadable."""
-    from PIL import Image, UnidentifiedImageError
+    """The pixels of an image file (runtime.image_files: upright, 8 or 16 bits, as HxW[x3|x4])."""
+    from hinet_deploy.runtime.image_files import read_image_file
 
-    path = Path(path)
-    try:
-        with Image.open(path) as img:
-            if img.mode in ("P", "CMYK", "YCbCr", "LAB", "HSV", "1", "LA", "PA"):
-                img = img.convert("RGBA" if "A" in img.mode or "transparency" in img.info else "RGB")
-            return np.array(img)
-    except FileNotFoundError as exc:
-        raise HinetDeployError(f"image {path} does not exist") from exc
-    except (UnidentifiedImageError, OSError) as exc:
-        raise HinetDeployError(f"cannot read image {path}: {exc}") from exc
+    return read_image_file(path).pixels
 
 
 def write_image(path, image: np.ndarray) -> None:
     """Writes atomically; the format follows the file extension (PNG keeps every bit)."""
-    from PIL import Image
+    from hinet_deploy.runtime.image_files import write_image_file
 
-    path = Path(path)
-    fmt = Image.registered_extensions().get(path.suffix.lower())
-    if fmt is None:
-        raise HinetDeployError(f"cannot tell an image format from {path.name!r}; use .png or .jpg")
-    with atomic_path(path) as tmp:
-        Image.fromarray(image).save(tmp, format=fmt)
+    write_image_file(path, image)

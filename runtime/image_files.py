@@ -1,0 +1,163 @@
+"""Image files in and out with what makes them the user's: bit depth, orientation, colour profile, EXIF.
+
+Pillow reads and writes 8-bit images and 16-bit grayscale, but reads a 16-bit RGB PNG or TIFF as
+8 bits without a word; those go through pypng and tifffile instead, so 16 bits stay 16 bits.
+EXIF orientation is applied on reading (the pixels come upright) and reset to 1 in the EXIF written
+back; the ICC profile is carried over wherever the format holds one (PNG, JPEG, TIFF, WebP) and EXIF
+where Pillow writes it (PNG, JPEG, WebP, 8-bit TIFF; pypng output gets its eXIf chunk by hand).
+A file with several frames (animated GIF or WebP, multi-page TIFF) is refused, never cut silently to
+its first frame.
+"""
+from __future__ import annotations
+
+import io
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hinet_deploy.common.errors import HinetDeployError
+from hinet_deploy.common.files import atomic_path
+
+# Formats restored and written back as themselves (Pillow's names), by file extension.
+FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF",
+           ".bmp": "BMP", ".webp": "WEBP", ".ppm": "PPM"}
+DEFAULT_JPEG_QUALITY = 95  # also WebP's; high: a restoration should not be undone by its encoder
+_ORIENTATION = 0x0112  # the EXIF tag
+_METADATA_FORMATS = {"PNG", "JPEG", "TIFF", "WEBP"}  # Pillow writes icc_profile and exif for these
+
+
+@dataclass
+class ImageFile:
+    pixels: np.ndarray  # HxW, HxWx3 or HxWx4, uint8 or uint16, upright
+    format: str  # Pillow's name: PNG, JPEG, TIFF, BMP, WEBP, PPM
+    icc: bytes | None = None
+    exif: bytes | None = None  # Pillow's Exif.tobytes() ("Exif\0\0" + TIFF), orientation 1
+
+
+def _upright(pixels: np.ndarray, orientation: int) -> np.ndarray:
+    """The pixels as EXIF orientation 1..8 says they are to be shown (Pillow's exif_transpose)."""
+    swap = pixels.swapaxes(0, 1)
+    turned = {2: pixels[:, ::-1], 3: pixels[::-1, ::-1], 4: pixels[::-1], 5: swap,
+              6: swap[:, ::-1], 7: swap[::-1, ::-1], 8: swap[::-1]}.get(orientation, pixels)
+    return np.ascontiguousarray(turned)
+
+
+def _is_16bit_colour(img) -> bool:
+    if img.format == "PNG":
+        return any(";16" in str(tile.args) for tile in img.tile) and img.mode != "I;16"
+    if img.format == "TIFF":
+        bits = img.tag_v2.get(258, (8,))
+        return max(bits if isinstance(bits, tuple) else (bits,)) == 16 and img.mode != "I;16"
+    return False
+
+
+def _read_16bit(path: Path, fmt: str) -> np.ndarray:
+    if fmt == "PNG":
+        import png
+
+        width, height, rows, info = png.Reader(filename=str(path)).asDirect()
+        return np.vstack([np.asarray(r, np.uint16) for r in rows]).reshape(height, width,
+                                                                             info["planes"])
+    import tifffile
+
+    pixels = tifffile.imread(str(path))
+    if pixels.dtype != np.uint16 or pixels.ndim != 3 or pixels.shape[2] not in (3, 4):
+        raise HinetDeployError(f"{path}: a {pixels.dtype} TIFF of shape {pixels.shape} is not an "
+                               f"RGB(A) image (planar or multi-sample TIFFs are not supported)")
+    return pixels
+
+
+def _pil_pixels(img) -> np.ndarray:
+    if img.mode in ("I", "F", "I;16B", "I;16L"):
+        if img.mode == "I;16L" or img.mode == "I;16B":
+            return np.array(img).astype(np.uint16)
+        raise HinetDeployError(f"{img.mode}-mode ({'32-bit' if img.mode == 'I' else 'float'}) "
+                               f"images are not supported: give 8- or 16-bit images")
+    if img.mode not in ("L", "RGB", "RGBA", "I;16"):
+        img = img.convert("RGBA" if "A" in img.mode or "transparency" in img.info else "RGB")
+    return np.array(img)
+
+
+def read_image_file(path) -> ImageFile:
+    """Reads an image file upright, at its bit depth, with its profile and EXIF."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            frames = getattr(img, "n_frames", 1)
+            if frames > 1:
+                raise HinetDeployError(
+                    f"{path} holds {frames} frames ({img.format}); restore does not cut it to the "
+                    f"first: extract the frames as images, or give a video")
+            fmt = img.format
+            if fmt not in FORMATS.values():
+                raise HinetDeployError(f"{path}: {fmt} images are not supported (PNG, JPEG, TIFF, "
+                                       f"BMP, WebP, PPM)")
+            deep = _is_16bit_colour(img)  # before getexif(), which may load the pixels
+            exif = img.getexif()
+            orientation = int(exif.get(_ORIENTATION, 1) or 1)
+            if _ORIENTATION in exif:
+                exif[_ORIENTATION] = 1
+            icc = img.info.get("icc_profile") or None
+            pixels = _read_16bit(path, fmt) if deep else _pil_pixels(img)
+    except FileNotFoundError as exc:
+        raise HinetDeployError(f"image {path} does not exist") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:  # truncated, corrupt
+        raise HinetDeployError(f"cannot read image {path}: {exc}") from exc
+    return ImageFile(_upright(pixels, orientation), fmt, icc, exif.tobytes() if len(exif) else None)
+
+
+def _png16_bytes(pixels: np.ndarray, icc: bytes | None, exif: bytes | None) -> bytes:
+    """A 16-bit PNG through pypng, with iCCP and eXIf chunks added before the image data."""
+    import png
+
+    height, width = pixels.shape[:2]
+    planes = 1 if pixels.ndim == 2 else pixels.shape[2]
+    writer = png.Writer(width, height, greyscale=planes < 3, alpha=planes in (2, 4), bitdepth=16)
+    raw = io.BytesIO()
+    writer.write(raw, pixels.reshape(height, width * planes))
+    chunks = list(png.Reader(bytes=raw.getvalue()).chunks())
+    extra = []
+    if icc:
+        extra.append((b"iCCP", b"ICC profile\0\0" + zlib.compress(icc)))
+    if exif:
+        extra.append((b"eXIf", exif[6:] if exif.startswith(b"Exif\0\0") else exif))
+    at = next(i for i, (kind, _) in enumerate(chunks) if kind == b"IDAT")
+    out = io.BytesIO()
+    png.write_chunks(out, chunks[:at] + extra + chunks[at:])
+    return out.getvalue()
+
+
+def write_image_file(path, pixels: np.ndarray, like: ImageFile | None = None,
+                     jpeg_quality: int = DEFAULT_JPEG_QUALITY) -> None:
+    """Writes atomically in the format of the file's extension, at the pixels' bit depth, with the
+    profile and EXIF of `like` (the file the pixels came from) where the format holds them."""
+    from PIL import Image
+
+    path = Path(path)
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise HinetDeployError(f"cannot write {path.name!r}: use one of "
+                               f"{', '.join(sorted(FORMATS))}")
+    icc, exif = (like.icc, like.exif) if like is not None else (None, None)
+    colour16 = pixels.dtype == np.uint16 and pixels.ndim == 3
+    if pixels.dtype == np.uint16 and fmt not in ("PNG", "TIFF"):
+        raise HinetDeployError(f"{fmt} holds 8 bits per channel; write 16-bit images as PNG or TIFF")
+    with atomic_path(path) as tmp:
+        if colour16 and fmt == "PNG":
+            tmp.write_bytes(_png16_bytes(pixels, icc, exif))
+        elif colour16:
+            import tifffile
+
+            tifffile.imwrite(str(tmp), pixels, photometric="rgb", iccprofile=icc,
+                             compression="zlib")
+        else:
+            options = {}
+            if fmt in _METADATA_FORMATS:
+                options = {k: v for k, v in (("icc_profile", icc), ("exif", exif)) if v}
+            if fmt in ("JPEG", "WEBP"):
+                options["quality"] = jpeg_quality
+            Image.fromarray(pixels).save(tmp, format=fmt, **options)

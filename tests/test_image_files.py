@@ -1,0 +1,98 @@
+"""Image files keep what makes them the user's: bit depth, orientation, ICC profile, EXIF."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from hinet_deploy.common.errors import HinetDeployError
+from hinet_deploy.runtime.image_files import read_image_file, write_image_file
+
+ICC = b"\0\0\0\x18fake-icc-profile-bytes"  # carried as bytes; nothing here interprets it
+
+
+def _pattern(dtype, channels=3, shape=(20, 30)):
+    top = np.iinfo(dtype).max
+    values = np.random.default_rng(1).integers(0, top, (*shape, channels), dtype=np.int64)
+    return values.astype(dtype)
+
+
+@pytest.mark.parametrize("name", ["x.png", "x.tif"])
+@pytest.mark.parametrize("channels", [3, 4])
+def test_16bit_colour_stays_16bit(tmp_path, name, channels):
+    pixels = _pattern(np.uint16, channels)
+    path = tmp_path / name
+    write_image_file(path, pixels)
+    Image.open(path)  # a file other tools open
+    got = read_image_file(path)
+    assert got.pixels.dtype == np.uint16
+    np.testing.assert_array_equal(got.pixels, pixels)
+
+
+def test_pillow_alone_would_reduce_16bit_rgb_to_8bit(tmp_path):
+    """Why the pypng/tifffile path exists (if Pillow learns 16-bit RGB, this fails: simplify)."""
+    write_image_file(tmp_path / "x.png", _pattern(np.uint16))
+    assert np.array(Image.open(tmp_path / "x.png")).dtype == np.uint8
+
+
+@pytest.mark.parametrize("name, dtype", [("x.png", np.uint16), ("x.png", np.uint8),
+                                         ("x.jpg", np.uint8), ("x.webp", np.uint8),
+                                         ("x.tif", np.uint8)])
+def test_icc_and_exif_are_carried_over(tmp_path, name, dtype):
+    exif = Image.Exif()
+    exif[0x010F] = "CameraMaker"  # Make
+    source = tmp_path / ("src" + name[1:])
+    Image.fromarray(_pattern(np.uint8)).save(source, icc_profile=ICC, exif=exif.tobytes())
+    like = read_image_file(source)
+    assert like.icc == ICC
+    write_image_file(tmp_path / name, _pattern(dtype), like)
+    back = read_image_file(tmp_path / name)
+    assert back.icc == ICC
+    loaded = Image.Exif()
+    loaded.load(back.exif)
+    assert loaded[0x010F] == "CameraMaker"
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied_like_pillow_and_reset(tmp_path, orientation):
+    pixels = _pattern(np.uint8, shape=(12, 20))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(pixels).save(tmp_path / "o.png", exif=exif.tobytes())
+    got = read_image_file(tmp_path / "o.png")
+    want = np.array(ImageOps.exif_transpose(Image.open(tmp_path / "o.png")))
+    np.testing.assert_array_equal(got.pixels, want)
+    written = Image.Exif()
+    written.load(got.exif)
+    assert written[0x0112] == 1  # upright pixels must not be turned again by a viewer
+
+
+@pytest.mark.parametrize("name", ["a.gif", "a.tif"])
+def test_multi_frame_files_are_refused_not_cut(tmp_path, name):
+    frames = [Image.fromarray(np.full((8, 8, 3), 60 * i, np.uint8)) for i in range(3)]
+    frames[0].save(tmp_path / name, save_all=True, append_images=frames[1:])
+    with pytest.raises(HinetDeployError, match="holds 3 frames"):
+        read_image_file(tmp_path / name)
+
+
+@pytest.mark.parametrize("content, words", [(b"", "cannot read image"),
+                                            (b"\x89PNG\r\n\x1a\n" + b"\0" * 30, "cannot read image"),
+                                            (b"GIF89a not really", "cannot read image")])
+def test_unreadable_files(tmp_path, content, words):
+    (tmp_path / "x.png").write_bytes(content)
+    with pytest.raises(HinetDeployError, match=words):
+        read_image_file(tmp_path / "x.png")
+
+
+def test_truncated_png_is_refused(tmp_path):
+    write_image_file(tmp_path / "x.png", _pattern(np.uint8, shape=(64, 64)))
+    data = (tmp_path / "x.png").read_bytes()
+    (tmp_path / "x.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(HinetDeployError, match="cannot read image"):
+        read_image_file(tmp_path / "x.png")
+
+
+def test_16bit_to_jpeg_is_refused(tmp_path):
+    with pytest.raises(HinetDeployError, match="8 bits per channel"):
+        write_image_file(tmp_path / "x.jpg", _pattern(np.uint16))
+    assert list(tmp_path.iterdir()) == []
