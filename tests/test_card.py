@@ -72,3 +72,20 @@ def test_output_naming_a_directory_is_one_line(tmp_path, script, args):
     (tmp_path / "out").mkdir()
     _one_error_line(_run(tmp_path, script, *args, "-o", "out"), "-o out is a directory")
     assert list((tmp_path / "out").iterdir()) == [] and not (tmp_path / "build").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt_rtx") is None,
+                    reason="needs tensorrt-rtx (pip install 'hinet-deploy[trt]')")
+def test_int8_of_the_gopro_variant_builds_with_default_options(tmp_path):
+    """The README's INT8 command on an 88M-parameter model: it once ran out of its 4096 MB
+    workspace cap. Random gopro weights stand in for the official file."""
+    from hinet_deploy.export.checkpoint import random_model
+
+    save_basicsr(random_model("gopro").net.state_dict(), tmp_path / "gopro.pth")
+    assert _run(tmp_path, "to_onnx.py", "--ckpt", "gopro.pth").returncode == 0
+    built = _run(tmp_path, "build_trt.py", "--int8")
+    assert built.returncode == 0, built.stderr[-2000:]
+    assert "Collecting tensor data" not in built.stdout
+    (engine,) = (tmp_path / "build" / "engines").glob("gopro.int8-*.engine")
+    assert read_sidecar(engine).precision == "int8"
