@@ -17,12 +17,13 @@ from hinet_deploy.common.errors import HinetDeployError
 from hinet_deploy.common.files import input_file, output_file, writable_dir
 
 _WRITE_ERRNOS = {errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM}
+DEFAULT_RESTORE_MODE = "grids"  # see the README's mode table (benchmarks/restore_modes.py)
 DEFAULT_BUILD_DIR = Path("build")  # under the directory the command runs in
 LAST_EXPORT = DEFAULT_BUILD_DIR / "last-export.json"  # the graph `export` wrote last, for `build`
 # Optional packages and the extra that installs each (the base install is the runtime alone).
 EXTRA_OF = {"torch": "export", "onnx": "export", "onnx_graphsurgeon": "export",
             "skimage": "export", "matplotlib": "export", "onnxruntime": "onnxruntime",
-            "tensorrt_rtx": "trt", "cuda": "trt"}
+            "tensorrt_rtx": "trt", "cuda": "trt", "av": "video"}
 
 
 def positive_int(text: str) -> int:
@@ -126,6 +127,74 @@ def _last_export() -> Path:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise HinetDeployError(f"{LAST_EXPORT} is unreadable ({exc}): name the model with --onnx "
                                f"or --ckpt") from exc
+
+
+def _add_restore(sub):
+    from hinet_deploy.runtime.image_files import DEFAULT_JPEG_QUALITY
+    from hinet_deploy.runtime.tiling import DEFAULT_OVERLAP, MODES
+    from hinet_deploy.runtime.video import DEFAULT_CODEC, DEFAULT_CRF
+
+    p = _command(sub, "restore", "restore photos, folders and videos with a model (.pth, .onnx, "
+                 ".engine)",
+                 "holiday/ -o restored/ --model build/gopro.onnx",
+                 "clip.mp4 -o out/ --model build/engines/gopro.fp16....engine --crf 16",
+                 "scan.tif photo.jpg -o out/ --model sidd.pth --mode blend --tile 512",
+                 "dashcam/ -o clean/ --model derain.onnx --codec h264_nvenc --overwrite")
+    p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
+                   help="image files, folders (recursive; the output mirrors their layout) and "
+                        "videos (anything FFmpeg decodes)")
+    p.add_argument("-o", "--output", type=Path, required=True,
+                   help="folder to write into (same file names; made if missing)")
+    p.add_argument("--model", type=Path, required=True,
+                   help="what the Restorer opens: a checkpoint (.pth), ONNX graph or engine")
+    p.add_argument("--mode", choices=MODES, default=DEFAULT_RESTORE_MODE,
+                   help=f"whole image, official 256 grids, or blended tiles (default "
+                        f"{DEFAULT_RESTORE_MODE}: best measured quality, low memory; README)")
+    p.add_argument("--tile", type=positive_int, default=None,
+                   help="tile size in pixels for --mode blend (a multiple of 16; default 512)")
+    p.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP,
+                   help=f"blend: pixels neighbouring tiles share (default {DEFAULT_OVERLAP})")
+    p.add_argument("--memory-budget-mb", type=positive_int, default=None,
+                   help="an image whose whole-image run would need more host memory than this is "
+                        "restored in blend tiles instead (default: 60%% of the memory available)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="restore again where the output exists (default: skip it)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--jpeg-quality", type=positive_int, default=DEFAULT_JPEG_QUALITY,
+                   help=f"JPEG and WebP outputs (default {DEFAULT_JPEG_QUALITY})")
+    p.add_argument("--codec", default=DEFAULT_CODEC,
+                   help=f"video encoder, FFmpeg's name: libx264, libx265, libsvtav1, h264_nvenc, "
+                        f"hevc_nvenc, ... (default {DEFAULT_CODEC})")
+    p.add_argument("--crf", type=int, default=DEFAULT_CRF,
+                   help=f"video quality, lower is better, 0 lossless (CRF; NVENC's cq) "
+                        f"(default {DEFAULT_CRF})")
+    p.add_argument("--preset", default=None, help="encoder preset (e.g. slow, medium, p5)")
+    p.add_argument("--pix-fmt", default=None,
+                   help="video pixel format (default yuv420p; yuv420p10le for deeper sources)")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="CPU threads of ONNX Runtime (default: all)")
+    p.set_defaults(func=cmd_restore)
+
+
+def cmd_restore(args) -> int:
+    from hinet_deploy.restore import RestoreOptions, plan_jobs, run_restore, summary
+    from hinet_deploy.runtime import Restorer
+    from hinet_deploy.runtime.video import VideoOptions, check_encoder
+
+    input_file(args.model, "model")
+    writable_dir(args.output, "-o")
+    plan = plan_jobs(args.inputs, args.output)
+    video = VideoOptions(codec=args.codec, crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt)
+    if any(job.is_video for job in plan.jobs):
+        check_encoder(args.codec)
+    extra = {"threads": args.threads} if args.threads else {}
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    with Restorer(args.model, mode=args.mode, tile=args.tile, overlap=args.overlap,
+                  memory_budget_mb=args.memory_budget_mb, on_tiling=log, **extra) as restorer:
+        report = run_restore(plan, restorer, RestoreOptions(args.overwrite, args.quiet,
+                                                            args.jpeg_quality, video), log)
+    print(summary(report, plan))
+    return 1 if report.failed else 0
 
 
 def _add_macs(sub):
@@ -423,7 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hinet-deploy", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"hinet-deploy {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_export, _add_macs, _add_demo, _add_build, _add_fidelity, _add_validate,
+    for add in (_add_restore, _add_export, _add_macs, _add_demo, _add_build, _add_fidelity, _add_validate,
                 _add_bench):
         add(sub)
     return parser

@@ -7,6 +7,7 @@ dependencies are imported when a backend is created.
 from __future__ import annotations
 
 import inspect
+import json
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -34,6 +35,13 @@ class Backend(Protocol):
 
     def close(self) -> None:
         """Releases what the backend holds; it is not used afterwards."""
+
+
+def _width_factor(meta: dict) -> int | None:
+    try:
+        return int(json.loads(meta["config"])["wf"])
+    except (KeyError, ValueError, TypeError):
+        return None
 
 
 class OnnxRuntimeBackend:
@@ -69,7 +77,8 @@ class OnnxRuntimeBackend:
         meta = from_properties(self.session.get_modelmeta().custom_metadata_map)
         self.limits = SizeLimits(  # dynamic graphs take any batch and size
             multiple=int(meta.get("size_multiple", HINET_SIZE_MULTIPLE)), fixed_batch=dims[0],
-            fixed_hw=(dims[2], dims[3]) if dims[2] and dims[3] else None)
+            fixed_hw=(dims[2], dims[3]) if dims[2] and dims[3] else None,
+            width_factor=_width_factor(meta))
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         feed = {self.input_name: batch.astype(self.input_dtype, copy=False)}
@@ -92,7 +101,8 @@ class TorchBackend:
         self.loaded = load_checkpoint(path, variant)
         self.device = device
         self.net = self.loaded.net.to(device)
-        self.limits = SizeLimits(multiple=self.loaded.size_multiple)
+        self.limits = SizeLimits(multiple=self.loaded.size_multiple,
+                                 width_factor=self.loaded.config.wf)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         with self.torch.inference_mode():

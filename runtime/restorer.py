@@ -10,18 +10,27 @@ on the same device, converted and tiled there (runtime.device). Backends that ru
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
 from hinet_deploy.common.errors import HinetDeployError
 from hinet_deploy.common.limits import SizeLimits
+from hinet_deploy.common.memory import DEFAULT_BUDGET_SHARE, available_bytes, estimated_run_bytes
 from hinet_deploy.runtime.backends import open_backend
 from hinet_deploy.runtime.device import as_torch, from_network_device, is_device_array, like, to_network_device
 from hinet_deploy.runtime.images import from_network, to_network
-from hinet_deploy.runtime.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, TilePlan, make_plan, ops_for, run_plan
+from hinet_deploy.runtime.stream import DEFAULT_DEPTH, pipelined
+from hinet_deploy.runtime.tiling import (DEFAULT_OVERLAP, DEFAULT_TILE, TilePlan, make_plan, ops_for,
+                                         run_plan)
 
 DEFAULT_BATCH = 4  # tiles a call in tiled modes; whole-image mode always runs one image
+
+
+def _amount(mb: float) -> str:
+    return f"{mb / 1024:.1f} GB" if mb >= 1024 else f"{mb:.0f} MB"
 
 
 class Restorer:
@@ -33,7 +42,9 @@ class Restorer:
     """
 
     def __init__(self, model_path, *, mode: str = "whole", tile: int | None = None,
-                 overlap: int = DEFAULT_OVERLAP, batch: int = DEFAULT_BATCH, **backend_options):
+                 overlap: int = DEFAULT_OVERLAP, batch: int = DEFAULT_BATCH,
+                 memory_budget_mb: float | None = None,
+                 on_tiling: Callable[[str], None] | None = None, **backend_options):
         if batch < 1:
             raise HinetDeployError(f"batch must be at least 1, not {batch}")
         if mode != "whole" and isinstance(model_path, (str, Path)) and \
@@ -51,6 +62,8 @@ class Restorer:
                                    f"what input it takes")
         self.limits = limits
         self.mode, self.tile, self.overlap = mode, tile, overlap
+        self.memory_budget_mb = memory_budget_mb
+        self.on_tiling = on_tiling or (lambda message: warnings.warn(message, stacklevel=3))
         fixed = limits.fixed_hw
         if fixed is not None:
             if fixed[0] != fixed[1] or mode == "whole":
@@ -82,10 +95,33 @@ class Restorer:
             out = torch.from_numpy(self.backend.run(crops.cpu().numpy())).to(crops.device)
         return out[:count]
 
-    def restore_chw(self, chw):
+    def guarded_plan(self, height: int, width: int) -> TilePlan:
+        """The plan, except that a whole image whose run would need more host memory than the budget
+        (memory_budget_mb; default: a share of what is available now) runs in blend tiles instead,
+        and on_tiling (default: a warning) says so: better tiles than death in the allocator."""
+        plan = self.plan(height, width)
+        wf = self.limits.width_factor
+        if self.mode != "whole" or wf is None:
+            return plan
+        need_mb = estimated_run_bytes(wf, plan.height * plan.width) / 2**20
+        budget_mb = self.memory_budget_mb
+        if budget_mb is None:
+            available = available_bytes()
+            budget_mb = None if available is None else available / 2**20 * DEFAULT_BUDGET_SHARE
+        if budget_mb is None or need_mb <= budget_mb:
+            return plan
+        tile = self.tile or DEFAULT_TILE
+        self.on_tiling(f"{width}x{height} would need about {_amount(need_mb)} run whole, over the "
+                       f"memory budget of {_amount(budget_mb)}: restoring it in blend tiles of {tile} "
+                       f"instead")
+        return make_plan(height, width, "blend", self.limits.multiple, tile, self.overlap)
+
+    def restore_chw(self, chw, guard: bool = False):
         """3xHxW float32 in [0,1] -> 3xHxW float32 (unclipped): the network's own format. A numpy
-        array, or a torch tensor on a GPU (the result stays there)."""
-        plan = self.plan(chw.shape[1], chw.shape[2])
+        array, or a torch tensor on a GPU (the result stays there). `guard`: the host-memory guard
+        of guarded_plan."""
+        height, width = chw.shape[1], chw.shape[2]
+        plan = self.guarded_plan(height, width) if guard else self.plan(height, width)
         return run_plan(chw, plan, self._run_batch, self.batch)
 
     def __call__(self, image):
@@ -96,7 +132,19 @@ class Restorer:
                 chw, layout = to_network_device(as_torch(image))
                 return like(from_network_device(self.restore_chw(chw), layout), image)
         chw, layout = to_network(image)
-        return from_network(self.restore_chw(chw), layout)
+        return from_network(self.restore_chw(chw, guard=True), layout)
+
+    def stream(self, frames: Iterable, depth: int = DEFAULT_DEPTH) -> Iterator:
+        """Restores an iterable of images (numpy frames from a decoder, a camera, a generator) and
+        yields the results in order. The next frames are read in one background thread and restored
+        in another while the caller handles the last result, at most `depth` waiting in each
+        stage, so decoding, inference and the caller's writing overlap and memory stays bounded.
+
+            with Restorer("gopro.onnx") as restorer:
+                for clean in restorer.stream(decoder_frames()):
+                    encoder.write(clean)
+        """
+        return pipelined(self, frames, depth)
 
     def close(self) -> None:
         self.backend.close()

@@ -43,6 +43,19 @@ def bad(tmp_path, small_ckpt, small_onnx):
 
 # (command line, words the error line must contain); {ro} is the unwritable folder.
 CASES = [
+    # restore (failures of single inputs are exit 1: tests/test_restore.py)
+    ("restore missing.png -o out --model good.onnx", "input missing.png does not exist"),
+    ("restore photo.png -o out --model missing.onnx", "model missing.onnx does not exist"),
+    ("restore photo.png -o out --model dir", "is a directory"),
+    ("restore photo.png -o out --model empty", "is empty"),
+    ("restore photo.png -o out --model truncated.onnx", "truncated.onnx"),
+    ("restore photo.png -o out --model photo.png", "photo.png"),
+    ("restore photo.png -o {ro} --model good.onnx", "cannot write"),
+    ("restore photo.png -o photo.png --model good.onnx", "not a directory"),
+    ("restore photo.png -o out --model good.onnx --tile 0", "not at least 1"),
+    ("restore photo.png -o out --model good.onnx --mode blend --tile 40", "multiple of 16"),
+    ("restore photo.png -o out --model good.onnx --jpeg-quality -1", "not at least 1"),
+    ("restore dir -o dir --model good.onnx", "-o dir is the input folder dir"),
     # export
     ("export --ckpt missing.pth", "does not exist"),
     ("export --ckpt dir", "is a directory"),

@@ -11,11 +11,12 @@ from hinet_deploy.common.errors import HinetDeployError
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike):
-    """Yields a temporary path in the target's folder; renames it onto `path` only on success."""
+def atomic_path(path: str | os.PathLike, suffix: str = ".tmp"):
+    """Yields a temporary path in the target's folder; renames it onto `path` only on success.
+    `suffix` ends the temporary name (tools that pick a format by extension need the real one)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)

@@ -19,3 +19,4 @@ class SizeLimits:
     fixed_hw: tuple[int, int] | None = None
     max_batch: int | None = None
     max_hw: tuple[int, int] | None = None
+    width_factor: int | None = None  # the network's width (wf): sizes its activations in memory

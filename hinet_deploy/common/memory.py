@@ -64,6 +64,9 @@ class PeakMemory:
 # PyTorch (79) and ONNX Runtime (48) for the demo model (wf 16) at 256x256 to 1024x1024, CPU,
 # batch 1 (PeakMemory around one run after a warm-up). Activations dominate, so it scales with wf.
 BYTES_PER_PIXEL_PER_WF = 80
+# Share of the memory available that one image may take before the Restorer tiles it: room for the
+# caller's own buffers, decoders and the image itself.
+DEFAULT_BUDGET_SHARE = 0.6
 
 
 def estimated_run_bytes(wf: int, pixels: int) -> int:
