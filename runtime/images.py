@@ -6,7 +6,6 @@ an alpha channel is passed through untouched. The output has the input's shape a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
