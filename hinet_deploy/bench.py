@@ -25,8 +25,8 @@ from hinet_deploy.export.macs import count_macs
 from hinet_deploy.export.metadata import read_metadata
 from hinet_deploy.common.files import atomic_path
 from hinet_deploy.common.memory import PeakMemory, available_bytes, estimated_run_bytes
-from hinet_deploy.pipeline import GraphRequest, precision_graphs
-from hinet_deploy.validate import UNAVAILABLE, device_name
+from hinet_deploy.pipeline import GraphRequest, engines_for_checks, precision_graphs
+from hinet_deploy.validate import device_name
 from hinet_deploy.runtime.backends import OnnxRuntimeBackend, TorchBackend
 from hinet_deploy.runtime.tiling import round_up
 
@@ -67,14 +67,24 @@ class MemoryFit:
             self.mb_per_pixel[key] = added_mb / pixels
 
 
-def _contenders(ckpt: Path, req: GraphRequest, threads: int | None):
+def _contenders(ckpt: Path, req: GraphRequest, threads: int | None, engines):
     import torch
+
+    from hinet_deploy.runtime.trt_backend import TensorRtBackend
 
     if threads:
         torch.set_num_threads(threads)
     yield BASELINE, TorchBackend(ckpt)
     for precision, graph in precision_graphs(req):
         yield ("onnxruntime", precision), OnnxRuntimeBackend(graph, threads=threads)
+    for key, engine in engines:
+        yield key, TensorRtBackend(engine)
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _percentile(values, q) -> float:
@@ -85,7 +95,9 @@ def bench(ckpt: Path, req: GraphRequest, sizes=DEFAULT_SIZES, batches=(1,), repe
           threads: int | None = None, log=lambda m: print(m, file=sys.stderr)) -> dict:
     import onnx
 
-    contenders = dict(_contenders(ckpt, req, threads))
+    largest = max(round_up(h, 16) for h, _ in sizes), max(round_up(w, 16) for _, w in sizes)
+    engines, unavailable = engines_for_checks(req, (max(batches), *largest), log)
+    contenders = dict(_contenders(ckpt, req, threads, engines))
     fp32_graph = onnx.load(str(contenders[("onnxruntime", "fp32")].path))
     wf = json.loads(read_metadata(fp32_graph)["config"])["wf"]
     rows, not_run, rng, fit = [], [], np.random.default_rng(0), MemoryFit(wf)
@@ -132,7 +144,9 @@ def bench(ckpt: Path, req: GraphRequest, sizes=DEFAULT_SIZES, batches=(1,), repe
             "repeats": repeats, "warmup_runs": 1, "order": "alternating rounds",
             "memory": "peak_rss_mb: the process's peak resident memory during the contender's "
                       "warm-up run (all models loaded); run_memory_mb: the part that run added",
-            "rows": rows, "not_run": not_run, "unavailable": UNAVAILABLE + GPU_ONLY}
+            "rows": rows, "not_run": not_run,
+            "unavailable": unavailable + [{**row, "reason": row["reason"] if not _has_cuda() else
+                                           "not measured by bench yet"} for row in GPU_ONLY]}
 
 
 def markdown(report: dict) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 from hinet_deploy.calib.photos import DEMO_NOISE_SIGMA
 from hinet_deploy.export.precision import CALIBRATION_METHODS, DEFAULT_CALIBRATION
 from hinet_deploy.common.errors import HinetDeployError
-from hinet_deploy.common.files import input_file, output_file, writable_dir
+from hinet_deploy.common.files import atomic_path, input_file, output_file, writable_dir
 
 _WRITE_ERRNOS = {errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM}
 DEFAULT_RESTORE_MODE = "grids"  # see the README's mode table (benchmarks/restore_modes.py)
@@ -481,8 +481,11 @@ def cmd_bench(args) -> int:
     report = bench(ckpt, req, tuple(args.sizes or DEFAULT_SIZES), tuple(args.batch),
                    args.repeats, args.threads)
     write_json(report, json_path)
-    print(markdown(report))
-    print(f"json: {json_path}")
+    table = markdown(report)
+    with atomic_path(json_path.with_suffix(".md")) as tmp:
+        tmp.write_text(table + "\n")
+    print(table)
+    print(f"json: {json_path}, table: {json_path.with_suffix('.md')}")
     return 0
 
 

@@ -216,3 +216,33 @@ def _build(req: GraphRequest, engine_path: Path | None, tensorrt: str | None, op
         facts=facts)
     sidecar = build_engine(trt_module, graph, engine_path, options, sidecar, verbose)
     return engine_path, sidecar
+
+
+# Engines for validate and bench: what runs here, and why not where nothing can.
+CHECK_PROFILE_MAX = (1, 2048, 2048)  # whole images up to 2048x2048 (larger: tiled by the Restorer)
+
+
+def engines_for_checks(req: GraphRequest, max_shape=CHECK_PROFILE_MAX, log=_log):
+    """[((module, precision), engine path)] built for every precision where engines run here, and
+    [not-run rows] saying why for those that cannot (a missing TensorRT, no GPU, an unsupported
+    GPU, a plugin the TensorRT cannot host)."""
+    from hinet_deploy.engines.build import BuildOptions, Profile
+    from hinet_deploy.engines.tensorrt_module import import_tensorrt
+    from hinet_deploy.runtime.trt_backend import engines_unavailable
+
+    reason = engines_unavailable()
+    if reason is not None:
+        rows = [{"backend": "tensorrt", "precision": p, "reason": reason} for p in PRECISIONS]
+        return [], rows
+    trt_module = import_tensorrt()
+    plugin = plugin_support(trt_module)
+    rows = [{"backend": f"{trt_module.name}+hin-plugin", "precision": p, "reason": plugin}
+            for p in PRECISIONS] if plugin else []
+    built = []
+    for precision in PRECISIONS:
+        profile = Profile(max=tuple(max_shape))
+        engine, _ = build(dataclasses.replace(req, precision=precision), None, None,
+                          BuildOptions(profile=profile))
+        log(f"built {engine.name} for the check")
+        built.append(((trt_module.name, precision), engine))
+    return built, rows

@@ -19,21 +19,11 @@ import numpy as np
 from hinet_deploy.calib.photos import DEMO_NOISE_SIGMA
 from hinet_deploy.datasets import Dataset
 from hinet_deploy.common.files import atomic_path
-from hinet_deploy.pipeline import PRECISIONS, GraphRequest, precision_graphs
+from hinet_deploy.pipeline import GraphRequest, engines_for_checks, precision_graphs
 from hinet_deploy.runtime import Restorer
 from hinet_deploy.runtime.metrics import psnr, ssim
 
 REFERENCE = ("pytorch", "fp32")
-# Contenders this command does not run yet. TensorRT engines run in the Restorer on a GPU, but this
-# command does not build and time them yet.
-UNAVAILABLE = [{"backend": "tensorrt", "precision": p,
-                "reason": "engines need an NVIDIA GPU; validate does not build and run them yet"}
-               for p in PRECISIONS] + \
-              [{"backend": "tensorrt+hin-plugin", "precision": p,
-                "reason": "engines need an NVIDIA GPU, and TensorRT-RTX cannot host the plugin"}
-               for p in PRECISIONS]
-
-
 @dataclass
 class ImageResult:
     name: str
@@ -72,18 +62,22 @@ def device_name() -> str:
     return f"CPU: {platform.processor() or platform.machine()}"
 
 
-def _contenders(ckpt: Path, req: GraphRequest, mode: str):
+def _contenders(ckpt: Path, req: GraphRequest, mode: str, engines):
     yield REFERENCE, str(ckpt), Restorer(ckpt, mode=mode)
     for precision, graph in precision_graphs(req):
         yield ("onnxruntime", precision), str(graph), Restorer(graph, mode=mode)
+    for key, engine in engines:
+        yield key, str(engine), Restorer(engine, mode=mode)
 
 
 class Validation:
-    def __init__(self, ckpt: Path, dataset: Dataset, req: GraphRequest, mode: str):
+    def __init__(self, ckpt: Path, dataset: Dataset, req: GraphRequest, mode: str,
+                 engines=None):
         self.ckpt, self.dataset, self.mode = ckpt, dataset, mode
         self.restorers = {}
         self.results = {}
-        for key, model, restorer in _contenders(ckpt, req, mode):
+        engines, self.unavailable = engines if engines is not None else engines_for_checks(req)
+        for key, model, restorer in _contenders(ckpt, req, mode, engines):
             self.restorers[key] = restorer
             self.results[key] = ContenderResult(*key, model)
         self.interrupted = False
@@ -128,7 +122,7 @@ class Validation:
             "results": [{"backend": r.backend, "precision": r.precision, "model": r.model,
                          **r.summary(), "images": [asdict(i) for i in r.images]}
                         for r in self.results.values()],
-            "unavailable": UNAVAILABLE,
+            "unavailable": self.unavailable,
         }
 
     def write_json(self, path: Path) -> None:

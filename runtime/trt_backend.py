@@ -423,3 +423,25 @@ class TensorRtBackend:
             self.runner.close()
             self.cuda.close()
         self.runner = self.engine = self.runtime_config = None
+
+
+def engines_unavailable(tensorrt: str | None = None) -> str | None:
+    """Why no engine can run in this process (no TensorRT, no cuda-bindings, no usable GPU, a GPU
+    TensorRT-RTX does not run on), or None when engines can run: what validate and bench say in
+    their not-run rows instead of a fixed list."""
+    try:
+        trt_module = import_tensorrt(tensorrt)
+    except HinetDeployError as exc:
+        return f"no TensorRT here: {exc}"
+    try:
+        from cuda.bindings import runtime as rt
+    except ImportError:
+        return f"cuda-bindings is not installed: {INSTALL_CUDA}"
+    err, count = rt.cudaGetDeviceCount()
+    if err != rt.cudaError_t.cudaSuccess or count == 0:
+        return "engines need an NVIDIA GPU and driver; none is usable here"
+    err, props = rt.cudaGetDeviceProperties(0)
+    if err != rt.cudaError_t.cudaSuccess:
+        return f"the GPU's properties cannot be read ({err})"
+    name = props.name.decode(errors="replace").strip("\x00")
+    return gpu_mismatch(trt_module.name, (props.major, props.minor), name, [])

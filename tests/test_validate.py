@@ -109,6 +109,7 @@ def test_interrupted_run_keeps_finished_images(pair_dir, tmp_path):
 
 def test_bench_json(tmp_path):
     from hinet_deploy.bench import bench
+    from hinet_deploy.bench import markdown as bench_markdown
 
     req = GraphRequest(out_dir=tmp_path / "graphs",
                        calib=CalibOptions(count=2, crop=64, cache_dir=tmp_path / "cc"))
@@ -123,6 +124,14 @@ def test_bench_json(tmp_path):
         assert r["p90_s"] >= r["median_s"] > 0
         assert r["macs_paper_per_image"] > r["macs_per_image"] > 0
     assert report["device"].startswith("CPU")
+    # Engines: run where they can; here, each precision's row says why not (no fixed list).
+    from hinet_deploy.runtime.trt_backend import engines_unavailable
+
+    reason = engines_unavailable()
+    if reason is not None:
+        assert [(u["precision"], u["reason"]) for u in report["unavailable"]
+                if u["backend"] == "tensorrt"] == [(p, reason) for p in ("fp32", "fp16", "int8")]
+        assert f"| all | | tensorrt | fp16 | not run: {reason}" in bench_markdown(report)
 
 
 def test_bench_reports_memory_and_skips_a_size_that_would_not_fit(tmp_path, monkeypatch):

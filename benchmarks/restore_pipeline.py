@@ -1,0 +1,117 @@
+"""What `restore` costs on top of the model: the command's throughput on a folder of photos and on a
+video, against the Restorer's own on the same frames already decoded in memory.
+
+    python benchmarks/restore_pipeline.py [--photos 24] [--frames 48] [--rounds 3] [--threads 2]
+
+One process, one model (the demo denoiser in ONNX Runtime, grids mode, the command's default). Each
+round runs the four contenders in turn, the first rotating: the command on the folder (read, decode,
+restore, encode PNG, write: three overlapping stages), the Restorer on the decoded photos, the
+command on the video (decode, restore, encode H.264 CRF 18, mux), the Restorer on the decoded frames.
+Printed: median images (frames) per second, the spread, and the ratio command / Restorer.
+"""
+from __future__ import annotations
+
+import argparse
+import fractions
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+def make_inputs(folder: Path, photos: int, frames: int):
+    import av
+    from PIL import Image
+
+    from hinet_deploy.calib.photos import DEMO_NOISE_SIGMA, HELD_OUT, add_gaussian_noise, load_photo
+
+    (folder / "photos").mkdir(parents=True)
+    clean = [load_photo(name) for name in HELD_OUT]
+    for i in range(photos):
+        noisy = add_gaussian_noise(clean[i % len(clean)], DEMO_NOISE_SIGMA, i)
+        Image.fromarray(noisy).save(folder / "photos" / f"{i:03d}.png")
+    out = av.open(str(folder / "clip.mp4"), "w")
+    stream = out.add_stream("libx264", rate=25)
+    stream.width, stream.height, stream.pix_fmt = 640, 360, "yuv420p"
+    base = np.array(Image.fromarray(clean[0]).resize((640, 360)))
+    for i in range(frames):
+        frame = av.VideoFrame.from_ndarray(add_gaussian_noise(base, DEMO_NOISE_SIGMA, i), "rgb24")
+        frame.pts, frame.time_base = i, fractions.Fraction(1, 25)
+        out.mux(stream.encode(frame))
+    out.mux(stream.encode(None))
+    out.close()
+
+
+def decoded_video(path: Path) -> list[np.ndarray]:
+    import av
+
+    with av.open(str(path)) as container:
+        return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--photos", type=int, default=24)
+    parser.add_argument("--frames", type=int, default=48)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+
+    from hinet_deploy.export.checkpoint import load_checkpoint
+    from hinet_deploy.export.onnx_export import export_onnx
+    from hinet_deploy.export.variants import DEMO_CHECKPOINT
+    from hinet_deploy.restore import RestoreOptions, plan_jobs, run_restore
+    from hinet_deploy.runtime import Restorer
+    from hinet_deploy.runtime.image_files import read_image_file
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        graph = tmp / "demo.onnx"
+        export_onnx(load_checkpoint(DEMO_CHECKPOINT), graph, log=lambda m: None)
+        make_inputs(tmp, args.photos, args.frames)
+        photos = [read_image_file(p).pixels for p in sorted((tmp / "photos").iterdir())]
+        frames = decoded_video(tmp / "clip.mp4")
+        options = RestoreOptions(overwrite=True, quiet=True)
+        with Restorer(graph, mode="grids", threads=args.threads) as restorer:
+            def command(name):
+                plan = plan_jobs([tmp / name], tmp / "out")
+                run_restore(plan, restorer, options, log=lambda m: None)
+
+            def in_memory(images):
+                for image in images:
+                    restorer(image)
+
+            contenders = {"restore, folder": (lambda: command("photos"), len(photos)),
+                          "Restorer, photos in memory": (lambda: in_memory(photos), len(photos)),
+                          "restore, video": (lambda: command("clip.mp4"), len(frames)),
+                          "Restorer, frames in memory": (lambda: in_memory(frames), len(frames))}
+            in_memory(photos[:1])  # warm-up
+            rates = {name: [] for name in contenders}
+            keys = list(contenders)
+            for r in range(args.rounds):
+                for name in keys[r % len(keys):] + keys[:r % len(keys)]:
+                    run, count = contenders[name]
+                    start = time.perf_counter()
+                    run()
+                    rates[name].append(count / (time.perf_counter() - start))
+        print(f"{args.photos} photos ({', '.join(sorted({f'{p.shape[1]}x{p.shape[0]}' for p in photos}))}), "
+              f"a {len(frames)}-frame 640x360 H.264 video; demo model, ONNX Runtime, grids, "
+              f"{args.threads} threads; median of {args.rounds} alternated rounds\n")
+        print("| contender | images/s (median) | min-max |\n|---|---|---|")
+        for name, values in rates.items():
+            print(f"| {name} | {statistics.median(values):.2f} | {min(values):.2f}-{max(values):.2f} |")
+        folder = statistics.median(rates["restore, folder"]) / statistics.median(
+            rates["Restorer, photos in memory"])
+        video = statistics.median(rates["restore, video"]) / statistics.median(
+            rates["Restorer, frames in memory"])
+        print(f"\nrestore / Restorer: folder {folder:.3f}, video {video:.3f}")
+
+
+if __name__ == "__main__":
+    main()
