@@ -17,13 +17,12 @@ from hinet_deploy.common.errors import HinetDeployError
 from hinet_deploy.common.files import atomic_path, input_file, output_file, writable_dir
 
 _WRITE_ERRNOS = {errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM}
-DEFAULT_RESTORE_MODE = "grids"  # see the README's mode table (benchmarks/restore_modes.py)
 DEFAULT_BUILD_DIR = Path("build")  # under the directory the command runs in
 LAST_EXPORT = DEFAULT_BUILD_DIR / "last-export.json"  # the graph `export` wrote last, for `build`
 # Optional packages and the extra that installs each (the base install is the runtime alone).
 EXTRA_OF = {"torch": "export", "onnx": "export", "onnx_graphsurgeon": "export",
             "skimage": "export", "matplotlib": "export", "onnxruntime": "onnxruntime",
-            "tensorrt_rtx": "trt", "cuda": "trt", "av": "video"}
+            "tensorrt_rtx": "trt", "cuda": "trt", "av": "video", "ray": "cluster"}
 
 
 def positive_int(text: str) -> int:
@@ -131,7 +130,7 @@ def _last_export() -> Path:
 
 def _add_restore(sub):
     from hinet_deploy.runtime.image_files import DEFAULT_JPEG_QUALITY
-    from hinet_deploy.runtime.tiling import DEFAULT_OVERLAP, MODES
+    from hinet_deploy.runtime.tiling import DEFAULT_MODE, DEFAULT_OVERLAP, DEFAULT_TILE, MODES
     from hinet_deploy.runtime.video import DEFAULT_CODEC, DEFAULT_CRF
 
     p = _command(sub, "restore", "restore photos, folders and videos with a model (.pth, .onnx, "
@@ -147,11 +146,13 @@ def _add_restore(sub):
                    help="folder to write into (same file names; made if missing)")
     p.add_argument("--model", type=Path, required=True,
                    help="what the Restorer opens: a checkpoint (.pth), ONNX graph or engine")
-    p.add_argument("--mode", choices=MODES, default=DEFAULT_RESTORE_MODE,
-                   help=f"whole image, official 256 grids, or blended tiles (default "
-                        f"{DEFAULT_RESTORE_MODE}: best measured quality, low memory; README)")
+    p.add_argument("--mode", choices=MODES, default=DEFAULT_MODE,
+                   help=f"blended tiles, the official 256 grids, or the whole image at once "
+                        f"(default {DEFAULT_MODE}: the best measured quality and least memory; "
+                        f"README)")
     p.add_argument("--tile", type=positive_int, default=None,
-                   help="tile size in pixels for --mode blend (a multiple of 16; default 512)")
+                   help=f"tile size in pixels for --mode blend (a multiple of 16; default "
+                        f"{DEFAULT_TILE})")
     p.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP,
                    help=f"blend: pixels neighbouring tiles share (default {DEFAULT_OVERLAP})")
     p.add_argument("--memory-budget-mb", type=positive_int, default=None,
@@ -173,6 +174,18 @@ def _add_restore(sub):
                    help="video pixel format (default yuv420p; yuv420p10le for deeper sources)")
     p.add_argument("--threads", type=positive_int, default=None,
                    help="CPU threads of ONNX Runtime (default: all)")
+    p.add_argument("--ray", action="store_true",
+                   help="restore on a Ray cluster (the `cluster` extra): the same inputs, outputs "
+                        "and exit codes")
+    p.add_argument("--ray-address", default=None,
+                   help="with --ray: the cluster (e.g. ray://head:10001, or auto); default: start "
+                        "a local Ray here and stop it at the end")
+    p.add_argument("--workers", type=positive_int, default=1,
+                   help="with --ray: actors, each holding one model (default 1)")
+    p.add_argument("--gpus-per-worker", type=float, default=0,
+                   help="with --ray: GPUs per actor (1 for one engine per GPU; default 0)")
+    p.add_argument("--threads-per-worker", type=positive_int, default=1,
+                   help="with --ray: CPU threads per actor (default 1)")
     p.set_defaults(func=cmd_restore)
 
 
@@ -189,12 +202,58 @@ def cmd_restore(args) -> int:
         check_encoder(args.codec)
     extra = {"threads": args.threads} if args.threads else {}
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
-    with Restorer(args.model, mode=args.mode, tile=args.tile, overlap=args.overlap,
-                  memory_budget_mb=args.memory_budget_mb, on_tiling=log, **extra) as restorer:
-        report = run_restore(plan, restorer, RestoreOptions(args.overwrite, args.quiet,
-                                                            args.jpeg_quality, video), log)
+    options = RestoreOptions(args.overwrite, args.quiet, args.jpeg_quality, video)
+    restorer_options = {"mode": args.mode, "tile": args.tile, "overlap": args.overlap,
+                        "memory_budget_mb": args.memory_budget_mb}
+    if args.ray:
+        from hinet_deploy.restore import RayOptions, run_restore_ray
+
+        if args.ray_address is None:  # local: a bad model is one line here, not in every actor
+            Restorer(args.model, **restorer_options, **extra).close()
+        ray_options = RayOptions(args.ray_address, args.workers, args.gpus_per_worker,
+                                 args.threads_per_worker)
+        report = run_restore_ray(plan, args.model, restorer_options, options, ray_options, log)
+        print(summary(report, plan))
+        return 1 if report.failed else 0
+    with Restorer(args.model, on_tiling=log, **restorer_options, **extra) as restorer:
+        report = run_restore(plan, restorer, options, log)
     print(summary(report, plan))
     return 1 if report.failed else 0
+
+
+def _add_claims(sub):
+    from hinet_deploy.claims import BACKENDS, CLAIMS
+
+    p = _command(sub, "claims", "the paper's MACs and speed-up claims: HINet against MPRNet, "
+                 "measured side by side",
+                 "", "--threads 2 --repeats 7 --json build/claims/cpu.json",
+                 "--tasks gopro rain13k --backends pytorch --size 128 128")
+    p.add_argument("--tasks", nargs="+", choices=tuple(CLAIMS), default=list(CLAIMS),
+                   help="claims to check (default: all five)")
+    p.add_argument("--backends", nargs="+", choices=BACKENDS, default=["pytorch", "onnxruntime"],
+                   help="pytorch (FP32, on the GPU where there is one), onnxruntime (CPU), "
+                        "pytorch-fp16 (GPU only) (default: pytorch onnxruntime)")
+    p.add_argument("--size", type=positive_int, nargs=2, metavar=("H", "W"), default=(256, 256),
+                   help="input height and width, multiples of 16 (default 256 256, the paper's)")
+    p.add_argument("--repeats", type=positive_int, default=5,
+                   help="timed rounds after one warm-up (default 5)")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="CPU threads of PyTorch and ONNX Runtime (default: all)")
+    p.add_argument("--json", type=Path, default=DEFAULT_BUILD_DIR / "claims" / "claims.json",
+                   help="JSON to write; the Markdown table (.md) and chart (.png) go beside it "
+                        "(default build/claims/claims.json)")
+    p.set_defaults(func=cmd_claims)
+
+
+def cmd_claims(args) -> int:
+    from hinet_deploy.claims import markdown, measure_claims, write_outputs
+
+    output_file(args.json, "--json")
+    report = measure_claims(args.tasks, args.backends, tuple(args.size), args.repeats, args.threads)
+    md, png = write_outputs(report, args.json)
+    print(markdown(report))
+    print(f"json: {args.json}, table: {md}, chart: {png}")
+    return 0
 
 
 def _add_macs(sub):
@@ -495,7 +554,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hinet-deploy", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"hinet-deploy {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_restore, _add_export, _add_macs, _add_demo, _add_build, _add_fidelity, _add_validate,
+    for add in (_add_restore, _add_export, _add_macs, _add_claims, _add_demo, _add_build, _add_fidelity, _add_validate,
                 _add_bench):
         add(sub)
     return parser

@@ -1,0 +1,286 @@
+"""`hinet-deploy claims`: the paper's MACs and speed-up claims against MPRNet, measured side by side.
+
+Each claim pairs an official HINet variant with the MPRNet configuration the paper compares it to
+(HINet Table 4: 1x3x256x256, batch 1, PyTorch on a Tesla V100). Both networks carry random weights:
+neither MACs nor run time depend on the values. For every backend, all models run once to warm up,
+then take turns round after round, the first of each round rotating, so a slow phase of a noisy
+machine hits them alike; medians and their spread are reported, and the speed-up is the ratio of
+MPRNet's median to HINet's. MACs come from one counter for both (export.macs, on the ONNX graphs);
+parameters from the PyTorch modules (MPRNet reuses its stage-1 and stage-2 weights on every patch,
+which a per-node count of the graph would count again).
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hinet_deploy.common.errors import HinetDeployError
+from hinet_deploy.common.files import atomic_path
+
+
+@dataclass(frozen=True)
+class Claim:
+    hinet: str  # official HINet variant
+    mprnet: str  # MPRNet task configuration
+    paper_hinet_gmacs: float
+    paper_mprnet_gmacs: float
+    paper_hinet_ms: float
+    paper_mprnet_ms: float
+    paper_speedup: float  # as the paper states it
+
+    @property
+    def paper_macs_share(self) -> float:
+        return 100 * self.paper_hinet_gmacs / self.paper_mprnet_gmacs
+
+
+# HINet paper, Table 4 (V100, PyTorch, 1x3x256x256); speed-ups as stated in its text.
+CLAIMS = {
+    "sidd-0.5x": Claim("sidd-0.5x", "denoise", 42.88, 573.50, 11.6, 78.8, 6.8),
+    "sidd-1x": Claim("sidd-1x", "denoise", 170.71, 573.50, 27.0, 78.8, 2.9),
+    "gopro": Claim("gopro", "deblur", 170.71, 760.11, 27.0, 90.1, 3.3),
+    "reds": Claim("reds", "deblur", 170.71, 760.11, 27.0, 90.1, 3.3),
+    "rain13k": Claim("rain13k", "derain", 170.71, 141.28, 27.0, 37.4, 1.4),
+}
+BACKENDS = ("pytorch", "onnxruntime", "pytorch-fp16")
+
+
+@dataclass
+class Model:
+    name: str  # "HINet gopro", "MPRNet deblur"
+    module: object  # the torch module; both return a list or tuple of images
+    params: int
+    macs: int = 0
+    macs_paper: int = 0
+    graph: Path | None = None
+
+
+def _models(claims: list[str], folder: Path, height: int, width: int, log) -> dict[str, Model]:
+    """Each distinct network once (gopro and reds share one architecture, sidd-0.5x and -1x one
+    MPRNet), with its MACs counted on a verified ONNX graph at the measured size."""
+    import onnx
+    import torch
+
+    from hinet_deploy.export.checkpoint import random_model
+    from hinet_deploy.export.macs import count_macs
+    from hinet_deploy.export.mprnet import export_mprnet_onnx, mprnet
+    from hinet_deploy.export.onnx_export import export_onnx
+
+    models: dict[str, Model] = {}
+    for claim in (CLAIMS[c] for c in claims):
+        for name in (_hinet_name(claim.hinet), f"MPRNet {claim.mprnet}"):
+            if name in models:
+                continue
+            graph = folder / (name.replace(" ", "-") + f".{height}x{width}.onnx")
+            log(f"{name}: exporting a verified ONNX graph at {height}x{width}")
+            if name.startswith("HINet"):
+                loaded = random_model(name.split()[1])
+                export_onnx(loaded, graph, fixed_shape=(1, height, width), log=lambda m: None)
+                net = loaded.net
+            else:
+                torch.manual_seed(0)
+                net = mprnet(claim.mprnet).eval()
+                export_mprnet_onnx(net, graph, height, width)
+            count = count_macs(onnx.load(str(graph)), height, width)
+            params = sum(p.numel() for p in net.parameters())
+            models[name] = Model(name, net, params, count.macs, count.macs_paper, graph)
+    return models
+
+
+def _hinet_name(variant: str) -> str:
+    """One model per architecture, timed once: gopro and reds are the same network, and so are
+    sidd-1x and rain13k (width 64, HIN at every encoder level)."""
+    from hinet_deploy.export.variants import OFFICIAL_VARIANTS
+
+    config = OFFICIAL_VARIANTS[variant].config
+    return "HINet " + next(v for v, spec in OFFICIAL_VARIANTS.items() if spec.config == config)
+
+
+def _runners(models: dict[str, Model], backend: str, height: int, width: int, threads):
+    """name -> a callable running one 1x3xHxW input (synchronised on a GPU)."""
+    import torch
+
+    x = np.random.default_rng(0).random((1, 3, height, width), dtype=np.float32)
+    if backend == "onnxruntime":
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        runners = {}
+        for name, model in models.items():
+            session = ort.InferenceSession(str(model.graph), options,
+                                           providers=["CPUExecutionProvider"])
+            runners[name] = lambda s=session: s.run(None, {"input": x})
+        return runners
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if backend == "pytorch-fp16" and device != "cuda":
+        raise HinetDeployError("the pytorch-fp16 backend needs a CUDA GPU")
+    dtype = torch.float16 if backend == "pytorch-fp16" else torch.float32
+    tensor = torch.from_numpy(x).to(device, dtype)
+
+    def run(model):
+        with torch.inference_mode():
+            model.module(tensor)
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    for model in models.values():
+        model.module.to(device, dtype)
+    return {name: (lambda m=model: run(m)) for name, model in models.items()}
+
+
+def _time(runners: dict, repeats: int, log) -> dict[str, list[float]]:
+    for run in runners.values():
+        run()  # warm-up, excluded
+    times = {name: [] for name in runners}
+    names = list(runners)
+    for r in range(repeats):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            start = time.perf_counter()
+            runners[name]()
+            times[name].append(time.perf_counter() - start)
+        log(f"round {r + 1}/{repeats}")
+    return times
+
+
+def _spread(values: list[float]) -> dict:
+    return {"median_ms": 1000 * statistics.median(values), "min_ms": 1000 * min(values),
+            "max_ms": 1000 * max(values), "runs_ms": [1000 * v for v in values]}
+
+
+def measure_claims(claims=tuple(CLAIMS), backends=("pytorch", "onnxruntime"), size=(256, 256),
+                   repeats: int = 5, threads: int | None = None, log=None) -> dict:
+    import torch
+
+    from hinet_deploy.validate import device_name
+
+    log = log or (lambda m: print(m, file=sys.stderr, flush=True))
+    unknown = [c for c in claims if c not in CLAIMS]
+    if unknown:
+        raise HinetDeployError(f"unknown claim {', '.join(unknown)}; choose {', '.join(CLAIMS)}")
+    height, width = size
+    if height % 16 or width % 16:
+        raise HinetDeployError(f"--size {height} {width}: both must be multiples of 16 (HINet "
+                               f"needs 16, MPRNet 8)")
+    if threads:
+        torch.set_num_threads(threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        models = _models(list(claims), Path(tmp), height, width, log)
+        latencies = {}
+        for backend in backends:
+            log(f"timing {len(models)} models with {backend}, {repeats} alternated rounds")
+            runners = _runners(models, backend, height, width, threads)
+            latencies[backend] = {k: _spread(v) for k, v in _time(runners, repeats, log).items()}
+    tasks = [_task(name, CLAIMS[name], models, latencies) for name in claims]
+    return {"device": _device(device_name()), "size": [height, width], "batch": 1,
+            "repeats": repeats, "threads": threads, "backends": list(backends),
+            "order": "alternating rounds after one warm-up each",
+            "macs": "exact: conv multiply-accumulates; paper: the thop convention (transposed convs "
+                    "over their output, bias ops); one counter for both networks",
+            "models": {n: {"params": m.params, "macs": m.macs, "macs_paper": m.macs_paper}
+                       for n, m in models.items()},
+            "tasks": tasks}
+
+
+def _device(cpu: str) -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return f"{cpu}; GPU: {torch.cuda.get_device_name(0)}"
+    return cpu
+
+
+def _task(name: str, claim: Claim, models: dict[str, Model], latencies: dict) -> dict:
+    hinet, mpr = models[_hinet_name(claim.hinet)], models[f"MPRNet {claim.mprnet}"]
+    return {
+        "task": name, "hinet": f"HINet {claim.hinet}", "mprnet": mpr.name,
+        "timed_as": hinet.name,  # the same architecture is timed once (gopro = reds, 1x = rain13k)
+        "macs": {"hinet": hinet.macs, "mprnet": mpr.macs, "hinet_paper": hinet.macs_paper,
+                 "mprnet_paper": mpr.macs_paper},
+        "params": {"hinet": hinet.params, "mprnet": mpr.params},
+        "macs_share": 100 * hinet.macs_paper / mpr.macs_paper,
+        "macs_share_exact": 100 * hinet.macs / mpr.macs,
+        "paper_macs_share": claim.paper_macs_share,
+        "paper_gmacs": {"hinet": claim.paper_hinet_gmacs, "mprnet": claim.paper_mprnet_gmacs},
+        "latency": {b: {"hinet": lat[hinet.name], "mprnet": lat[mpr.name]}
+                    for b, lat in latencies.items()},
+        "speedup": {b: lat[mpr.name]["median_ms"] / lat[hinet.name]["median_ms"]
+                    for b, lat in latencies.items()},
+        "paper_speedup": claim.paper_speedup,
+        "paper_ms": {"hinet": claim.paper_hinet_ms, "mprnet": claim.paper_mprnet_ms},
+    }
+
+
+def markdown(report: dict) -> str:
+    h, w = report["size"]
+    backends = report["backends"]
+    lines = [f"device: {report['device']}; input 1x3x{h}x{w}; {report['threads'] or 'default'} "
+             f"threads; median of {report['repeats']} alternated rounds (min-max)", "",
+             "| claim | G MACs HINet / MPRNet (paper conv.) | MACs share (paper) | "
+             + " | ".join(f"{b}: HINet / MPRNet ms, speed-up" for b in backends)
+             + " | paper speed-up |",
+             "|---|---|---|" + "---|" * len(backends) + "---|"]
+    for t in report["tasks"]:
+        macs = t["macs"]
+        cells = [f"{t['task']} ({t['hinet']} vs {t['mprnet']})",
+                 f"{macs['hinet_paper'] / 1e9:.2f} / {macs['mprnet_paper'] / 1e9:.2f}",
+                 f"{t['macs_share']:.1f} % ({t['paper_macs_share']:.1f} %)"]
+        for b in backends:
+            lat = t["latency"][b]
+            cells.append(f"{_ms(lat['hinet'])} / {_ms(lat['mprnet'])}, **{t['speedup'][b]:.2f}x**")
+        cells.append(f"{t['paper_speedup']:.1f}x")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _ms(spread: dict) -> str:
+    return f"{spread['median_ms']:.0f} ({spread['min_ms']:.0f}-{spread['max_ms']:.0f})"
+
+
+def chart(report: dict, path: Path) -> None:
+    """Measured against claimed: speed-up per claim and backend, and the MACs share."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = [t["task"] for t in report["tasks"]]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    x = np.arange(len(tasks))
+    series = [("paper", [t["paper_speedup"] for t in report["tasks"]])]
+    series += [(b, [t["speedup"][b] for t in report["tasks"]]) for b in report["backends"]]
+    width = 0.8 / len(series)
+    for i, (label, values) in enumerate(series):
+        left.bar(x + i * width, values, width, label=label)
+    left.axhline(1.0, color="grey", linewidth=0.8)
+    left.set(xticks=x + 0.4 - width / 2, xticklabels=tasks, ylabel="speed-up over MPRNet (x)",
+             title="speed-up: paper vs measured")
+    left.legend()
+    right.bar(x - 0.2, [t["paper_macs_share"] for t in report["tasks"]], 0.4, label="paper")
+    right.bar(x + 0.2, [t["macs_share"] for t in report["tasks"]], 0.4, label="measured")
+    right.set(xticks=x, xticklabels=tasks, ylabel="HINet MACs / MPRNet MACs (%)",
+              title="MACs share")
+    right.legend()
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+
+
+def write_outputs(report: dict, json_path: Path) -> tuple[Path, Path]:
+    """The JSON, a Markdown table beside it (.md) and the chart (.png)."""
+    with atomic_path(json_path) as tmp:
+        tmp.write_text(json.dumps(report, indent=2) + "\n")
+    md, png = json_path.with_suffix(".md"), json_path.with_suffix(".png")
+    with atomic_path(md) as tmp:
+        tmp.write_text(markdown(report) + "\n")
+    chart(report, png)
+    return md, png
