@@ -3,7 +3,7 @@ video, against the Restorer's own on the same frames already decoded in memory.
 
     python benchmarks/restore_pipeline.py [--photos 24] [--frames 48] [--rounds 3] [--threads 2]
 
-One process, one model (the demo denoiser in ONNX Runtime, grids mode, the command's default). Each
+One process, one model (the demo denoiser in ONNX Runtime, the default mode). Each
 round runs the four contenders in turn, the first rotating: the command on the folder (read, decode,
 restore, encode PNG, write: three overlapping stages), the Restorer on the decoded photos, the
 command on the video (decode, restore, encode H.264 CRF 18, mux), the Restorer on the decoded frames.
@@ -78,7 +78,7 @@ def main() -> None:
         photos = [read_image_file(p).pixels for p in sorted((tmp / "photos").iterdir())]
         frames = decoded_video(tmp / "clip.mp4")
         options = RestoreOptions(overwrite=True, quiet=True)
-        with Restorer(graph, mode="grids", threads=args.threads) as restorer:
+        with Restorer(graph, threads=args.threads) as restorer:
             def command(name):
                 plan = plan_jobs([tmp / name], tmp / "out")
                 run_restore(plan, restorer, options, log=lambda m: None)
@@ -101,7 +101,7 @@ def main() -> None:
                     run()
                     rates[name].append(count / (time.perf_counter() - start))
         print(f"{args.photos} photos ({', '.join(sorted({f'{p.shape[1]}x{p.shape[0]}' for p in photos}))}), "
-              f"a {len(frames)}-frame 640x360 H.264 video; demo model, ONNX Runtime, grids, "
+              f"a {len(frames)}-frame 640x360 H.264 video; demo model, ONNX Runtime, default mode, "
               f"{args.threads} threads; median of {args.rounds} alternated rounds\n")
         print("| contender | images/s (median) | min-max |\n|---|---|---|")
         for name, values in rates.items():

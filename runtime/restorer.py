@@ -1,7 +1,7 @@
 """Restorer: images of any size in, restored images of the same size and type out.
 
     from hinet_deploy.runtime import Restorer
-    with Restorer("hinet.onnx") as restore:          # mode="whole" | "grids" | "blend"
+    with Restorer("hinet.onnx") as restore:          # mode="blend" (256 tiles) | "grids" | "whole"
         clean = restore(noisy_uint8_hxwx3)
 
 numpy images come back as numpy; torch or cupy images on a GPU come back as the same kind of array
@@ -23,8 +23,8 @@ from hinet_deploy.runtime.backends import open_backend
 from hinet_deploy.runtime.device import as_torch, from_network_device, is_device_array, like, to_network_device
 from hinet_deploy.runtime.images import from_network, to_network
 from hinet_deploy.runtime.stream import DEFAULT_DEPTH, pipelined
-from hinet_deploy.runtime.tiling import (DEFAULT_OVERLAP, DEFAULT_TILE, TilePlan, make_plan, ops_for,
-                                         run_plan)
+from hinet_deploy.runtime.tiling import (DEFAULT_MODE, DEFAULT_OVERLAP, DEFAULT_TILE, TilePlan,
+                                         make_plan, ops_for, run_plan)
 
 DEFAULT_BATCH = 4  # tiles a call in tiled modes; whole-image mode always runs one image
 
@@ -41,7 +41,7 @@ class Restorer:
     blended with smooth weights, for images too large to run whole.
     """
 
-    def __init__(self, model_path, *, mode: str = "whole", tile: int | None = None,
+    def __init__(self, model_path, *, mode: str = DEFAULT_MODE, tile: int | None = None,
                  overlap: int = DEFAULT_OVERLAP, batch: int = DEFAULT_BATCH,
                  memory_budget_mb: float | None = None,
                  on_tiling: Callable[[str], None] | None = None, **backend_options):
@@ -71,10 +71,12 @@ class Restorer:
                     f"{model_path} has a fixed input of {fixed[0]}x{fixed[1]}: use mode='blend' or "
                     f"'grids' with a square fixed size, or export with dynamic shapes")
             self.tile = fixed[0]
+            if mode == "blend" and overlap >= self.tile:  # a small fixed graph: half-tile overlap
+                self.overlap = self.tile // 2
         if limits.max_hw is not None and mode == "blend" and tile is None:
             self.tile = min(DEFAULT_TILE, *limits.max_hw)  # engines: stay in the profile
         self.batch = limits.fixed_batch or min(batch, limits.max_batch or batch)
-        make_plan(64, 64, mode, limits.multiple, self.tile, overlap)  # validates early
+        make_plan(64, 64, mode, limits.multiple, self.tile, self.overlap)  # validates early
 
     def plan(self, height: int, width: int) -> TilePlan:
         return make_plan(height, width, self.mode, self.limits.multiple, self.tile, self.overlap)

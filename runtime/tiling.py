@@ -25,7 +25,10 @@ import numpy as np
 from hinet_deploy.common.errors import HinetDeployError
 
 OFFICIAL_CROP = 256  # crop_size of the official GoPro/REDS/Rain13k test configs
-DEFAULT_TILE = 512  # blend mode: 512x512 of the gopro variant peaks well under 4 GB in ORT (bench)
+# blend mode: 256, the official crop: the best PSNR/SSIM of every mode and tile size on the held-out
+# photographs at 1x, 2x and 4x, and the least memory at 4x (benchmarks/restore_modes.py, README).
+DEFAULT_TILE = 256
+DEFAULT_MODE = "blend"  # the Restorer's and `restore`'s default, from the same table
 DEFAULT_OVERLAP = 32  # two 16-pixel cells: enough context for the 3x3 convs at full resolution
 MODES = ("whole", "grids", "blend")
 

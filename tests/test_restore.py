@@ -22,7 +22,7 @@ from hinet_deploy.runtime.metrics import psnr
 from hinet_deploy.runtime.video import VideoOptions, restore_video
 
 av = pytest.importorskip("av", reason="restoring videos needs PyAV: pip install 'hinet-deploy[video]'")
-MODE = "grids"  # the command's default
+MODE = "blend"  # the command's default
 
 
 def make_video(path: Path, frames: int = 12, size=(96, 64), fps: int = 24, audio: bool = True):
@@ -207,7 +207,7 @@ def test_stream_keeps_order_and_matches_single_calls(small_onnx):
 def test_memory_guard_tiles_instead_of_failing(small_onnx):
     said = []
     image = np.random.default_rng(0).integers(0, 256, (300, 400, 3), np.uint8)
-    with Restorer(small_onnx, memory_budget_mb=1, on_tiling=said.append) as guarded, \
+    with Restorer(small_onnx, mode="whole", memory_budget_mb=1, on_tiling=said.append) as guarded, \
             Restorer(small_onnx, mode="blend") as blend:
         np.testing.assert_array_equal(guarded(image), blend(image))
     assert len(said) == 1 and "400x300 would need about" in said[0] and "blend tiles" in said[0]

@@ -110,7 +110,9 @@ def test_fixed_shape_graph_needs_tiles(small_ckpt, tmp_path, photo):
     path = tmp_path / "fixed.onnx"
     export_onnx(load_checkpoint(small_ckpt), path, fixed_shape=(1, 32, 32), log=lambda m: None)
     with pytest.raises(HinetDeployError, match="fixed input of 32x32"):
-        Restorer(path)
+        Restorer(path, mode="whole")
+    with Restorer(path) as r:  # the default, blend, tiles by the graph's size
+        assert r(photo).shape == photo.shape
     with Restorer(path, mode="blend", overlap=16, batch=4) as r:
         assert r(photo).shape == photo.shape
 
