@@ -169,6 +169,45 @@ def run_restore(plan: Plan, restorer, options: RestoreOptions, log=None) -> Repo
     return report
 
 
+@dataclass
+class RayOptions:
+    address: str | None = None  # None: start a local Ray and shut it down at the end
+    workers: int = 1
+    gpus_per_worker: float = 0
+    threads_per_worker: int = 1
+
+
+def run_restore_ray(plan: Plan, model: Path, restorer_options: dict, options: RestoreOptions,
+                    ray_options: RayOptions, log=None) -> Report:
+    """The same plan, skips, outputs and report as run_restore, on a Ray cluster (cluster.py)."""
+    from hinet_deploy.cluster import RayRuntime, restore_files
+
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    report = Report(failed=list(plan.failed))
+    for path, error in plan.failed:
+        log(f"failed: {path}: {error}")
+    todo = [j for j in plan.jobs if options.overwrite or not j.output.exists()]
+    report.skipped = len(plan.jobs) - len(todo)
+    if not todo:
+        return report
+    write_options = {"jpeg_quality": options.jpeg_quality, "video": options.video}
+    with RayRuntime(ray_options.address, options.quiet):
+        rows = restore_files(todo, model, restorer_options, write_options,
+                             workers=ray_options.workers,
+                             gpus_per_worker=ray_options.gpus_per_worker,
+                             threads_per_worker=ray_options.threads_per_worker,
+                             quiet=options.quiet)
+    by_source = {row["source"]: row for row in rows}
+    for job in todo:
+        error = by_source[str(job.source)]["error"]
+        if error:
+            report.failed.append((job.source, error))
+            log(f"failed: {job.source}: {error}")
+        else:
+            report.restored.append(job.output)
+    return report
+
+
 def summary(report: Report, plan: Plan) -> str:
     parts = [f"restored {len(report.restored)}"]
     if report.frames:

@@ -1,0 +1,116 @@
+"""`restore --ray` on a real local Ray cluster (no mocks): the same outputs as the single-process
+command, each once; a worker killed mid-run changes nothing; restore_dataset on a Ray Dataset."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+from hinet_deploy.runtime import Restorer
+from hinet_deploy.runtime.image_files import read_image_file, write_image_file
+
+ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'hinet-deploy[cluster]'")
+
+
+def _photos(folder: Path, count: int, size=(40, 56)) -> list[Path]:
+    rng = np.random.default_rng(5)
+    paths = []
+    for i in range(count):
+        path = folder / ("nested" if i % 2 else ".") / f"p{i:02d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_image_file(path, rng.integers(0, 256, (*size, 3), dtype=np.uint8))
+        paths.append(path)
+    return paths
+
+
+def _command(*args, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hinet_deploy.cli", "restore", *map(str, args)],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
+
+
+def _outputs(folder: Path) -> dict[str, np.ndarray]:
+    return {p.relative_to(folder).as_posix(): read_image_file(p).pixels
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_ray_restores_a_folder_like_the_single_process_command(tmp_path, small_onnx):
+    _photos(tmp_path / "in", 6)
+    single = _command(tmp_path / "in", "-o", tmp_path / "single", "--model", small_onnx, "--quiet")
+    assert single.returncode == 0, single.stderr
+    on_ray = _command(tmp_path / "in", "-o", tmp_path / "ray", "--model", small_onnx, "--quiet",
+                      "--ray", "--workers", "2")
+    assert on_ray.returncode == 0, on_ray.stderr[-3000:]
+    assert on_ray.stdout.startswith("restored 6")
+    want, got = _outputs(tmp_path / "single"), _outputs(tmp_path / "ray")
+    assert sorted(got) == sorted(want) and len(got) == 6  # each once, nothing extra
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name])
+    again = _command(tmp_path / "in", "-o", tmp_path / "ray", "--model", small_onnx, "--quiet",
+                     "--ray")
+    assert again.returncode == 0 and "skipped 6 whose output exists" in again.stdout
+
+
+def _worker_pids() -> set[int]:
+    """Processes of Ray Data's map actors (Ray names them ray::MapWorker(...))."""
+    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+    return {int(line.split()[0]) for line in out.splitlines() if "MapWorker" in line}
+
+
+def test_a_worker_killed_mid_run_changes_nothing(tmp_path, small_onnx):
+    sources = _photos(tmp_path / "in", 16, size=(96, 128))
+    out = tmp_path / "out"
+    killed = []
+
+    def kill_one_worker():
+        deadline = time.monotonic() + 200
+        while time.monotonic() < deadline:
+            done = len(list(out.rglob("*.png"))) if out.exists() else 0
+            pids = _worker_pids()
+            if done >= 2 and pids:
+                pid = sorted(pids)[0]
+                os.kill(pid, signal.SIGKILL)
+                killed.append((pid, done))
+                return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_one_worker)
+    killer.start()
+    result = _command(tmp_path / "in", "-o", out, "--model", small_onnx, "--quiet", "--ray",
+                      "--workers", "2")
+    killer.join()
+    assert killed, "no worker was found to kill"
+    assert killed[0][1] < len(sources), "the run had finished before the kill"
+    assert result.returncode == 0, result.stderr[-3000:]
+    got = _outputs(out)
+    assert len(got) == len(sources)
+    assert not [p for p in out.rglob("*") if p.name.startswith(".")]  # no temporary files left
+    with Restorer(small_onnx) as restorer:
+        for source in sources:
+            name = source.relative_to(tmp_path / "in").as_posix()
+            np.testing.assert_array_equal(got[name], restorer(read_image_file(source).pixels))
+
+
+def test_restore_dataset_on_a_ray_dataset(small_onnx):
+    from hinet_deploy.cluster import restore_dataset
+
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 256, (32, 48, 3), dtype=np.uint8) for _ in range(4)]
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        ds = ray.data.from_items([{"image": im, "index": i} for i, im in enumerate(images)])
+        rows = sorted(restore_dataset(ds, small_onnx, workers=1).take_all(),
+                      key=lambda r: r["index"])
+    finally:
+        ray.shutdown()
+    with Restorer(small_onnx) as restorer:
+        for row, image in zip(rows, images):
+            np.testing.assert_array_equal(row["image"], restorer(image))
