@@ -153,14 +153,25 @@ def _restore_video(job: Job, restorer, options: RestoreOptions, report: Report, 
     report.frames += result.frames
 
 
-def run_restore(plan: Plan, restorer, options: RestoreOptions, log=None) -> Report:
-    """Restores what the plan says; existing outputs are skipped unless options.overwrite."""
-    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _start(plan: Plan, options: RestoreOptions, log) -> tuple[Report, list[Job]]:
+    """The report so far (inputs known bad, named) and the jobs to run (outputs that exist are
+    skipped unless options.overwrite)."""
     report = Report(failed=list(plan.failed))
     for path, error in plan.failed:
         log(f"failed: {path}: {error}")
     todo = [j for j in plan.jobs if options.overwrite or not j.output.exists()]
     report.skipped = len(plan.jobs) - len(todo)
+    return report, todo
+
+
+def run_restore(plan: Plan, restorer, options: RestoreOptions, log=None) -> Report:
+    """Restores what the plan says; existing outputs are skipped unless options.overwrite."""
+    log = log or _stderr
+    report, todo = _start(plan, options, log)
     images = [j for j in todo if not j.is_video]
     if images:
         _restore_images(images, restorer, options, report, log)
@@ -182,12 +193,8 @@ def run_restore_ray(plan: Plan, model: Path, restorer_options: dict, options: Re
     """The same plan, skips, outputs and report as run_restore, on a Ray cluster (cluster.py)."""
     from hinet_deploy.cluster import RayRuntime, restore_files
 
-    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    report = Report(failed=list(plan.failed))
-    for path, error in plan.failed:
-        log(f"failed: {path}: {error}")
-    todo = [j for j in plan.jobs if options.overwrite or not j.output.exists()]
-    report.skipped = len(plan.jobs) - len(todo)
+    log = log or _stderr
+    report, todo = _start(plan, options, log)
     if not todo:
         return report
     write_options = {"jpeg_quality": options.jpeg_quality, "video": options.video}

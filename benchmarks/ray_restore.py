@@ -1,0 +1,77 @@
+"""`restore --ray` against the single-process command on one folder: images per second with 1 and 2
+Ray workers (one thread each) and the single process with one thread, and Ray's overhead per image.
+
+    python benchmarks/ray_restore.py [--photos 32] [--rounds 2]
+
+Each contender is the real command in a child process (`hinet-deploy restore ... --overwrite`), so
+the times include everything a user waits for: for Ray, starting a local instance, shipping the
+model, starting the actors and shutting down. The contenders take turns, round after round.
+Overhead per image = (time with 1 Ray worker - time single-process) / photos.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--photos", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+
+    from PIL import Image
+
+    from hinet_deploy.calib.photos import DEMO_NOISE_SIGMA, HELD_OUT, add_gaussian_noise, load_photo
+    from hinet_deploy.export.checkpoint import load_checkpoint
+    from hinet_deploy.export.onnx_export import export_onnx
+    from hinet_deploy.export.variants import DEMO_CHECKPOINT
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        graph = tmp / "demo.onnx"
+        export_onnx(load_checkpoint(DEMO_CHECKPOINT), graph, log=lambda m: None)
+        (tmp / "in").mkdir()
+        clean = [load_photo(name) for name in HELD_OUT]
+        for i in range(args.photos):
+            noisy = add_gaussian_noise(clean[i % 3], DEMO_NOISE_SIGMA, i)
+            Image.fromarray(noisy).save(tmp / "in" / f"{i:03d}.png")
+        base = [sys.executable, "-m", "hinet_deploy.cli", "restore", str(tmp / "in"), "--model",
+                str(graph), "--quiet", "--overwrite"]
+        contenders = {"single process, 1 thread": ["--threads", "1"],
+                      "Ray, 1 worker x 1 thread": ["--ray", "--workers", "1"],
+                      "Ray, 2 workers x 1 thread": ["--ray", "--workers", "2"]}
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        seconds = {name: [] for name in contenders}
+        names = list(contenders)
+        for r in range(args.rounds):
+            for name in names[r % 3:] + names[:r % 3]:
+                out = tmp / ("out-" + name.split(",")[0].replace(" ", "-"))
+                start = time.perf_counter()
+                subprocess.run(base + ["-o", str(out)] + contenders[name], check=True, env=env,
+                               capture_output=True)
+                seconds[name].append(time.perf_counter() - start)
+        print(f"{args.photos} photos (600x400, 640x427, 512x512), demo model, ONNX Runtime, "
+              f"default mode; {os.cpu_count()} CPU cores; median of {args.rounds} alternated "
+              f"rounds\n")
+        print("| contender | seconds | images/s | vs single process |\n|---|---|---|---|")
+        single = statistics.median(seconds[names[0]])
+        for name, values in seconds.items():
+            median = statistics.median(values)
+            print(f"| {name} | {median:.1f} ({min(values):.1f}-{max(values):.1f}) | "
+                  f"{args.photos / median:.2f} | {single / median:.2f}x |")
+        overhead = (statistics.median(seconds[names[1]]) - single) / args.photos
+        print(f"\nRay's overhead per image (1 worker vs single process): {overhead * 1000:.0f} ms")
+
+
+if __name__ == "__main__":
+    main()
