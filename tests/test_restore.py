@@ -217,3 +217,29 @@ def test_video_options_map_to_the_encoder():
     assert VideoOptions(crf=0).encoder_options() == {"crf": "0"}
     assert VideoOptions(codec="h264_nvenc", crf=20, preset="p5").encoder_options() == {
         "cq": "20", "preset": "p5"}
+
+
+def test_unsupported_and_empty_inputs_are_named_and_the_rest_restored(tmp_path, small_onnx, capsys):
+    write_image_file(tmp_path / "good.png", np.zeros((16, 16, 3), np.uint8))
+    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    code, stdout, err = _restore(capsys, tmp_path / "good.png", tmp_path / "notes.txt",
+                                 tmp_path / "empty.jpg", "-o", tmp_path / "out", "--model",
+                                 small_onnx, "--quiet")
+    assert code == 1 and "Traceback" not in err
+    assert "notes.txt (not an image or video" in stdout and "empty.jpg (cannot read image" in stdout
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["good.png"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any folder: permissions cannot deny it")
+def test_a_folder_that_cannot_be_read_is_named(tmp_path, small_onnx, capsys):
+    (tmp_path / "in" / "locked").mkdir(parents=True)
+    write_image_file(tmp_path / "in" / "a.png", np.zeros((16, 16, 3), np.uint8))
+    (tmp_path / "in" / "locked").chmod(0)
+    try:
+        code, stdout, _ = _restore(capsys, tmp_path / "in", "-o", tmp_path / "out", "--model",
+                                   small_onnx, "--quiet")
+    finally:
+        (tmp_path / "in" / "locked").chmod(0o755)
+    assert code == 1 and "locked (cannot read the folder" in stdout
+    assert (tmp_path / "out" / "a.png").is_file()
