@@ -32,6 +32,9 @@ from torch.nn import functional as F
 from hinet_deploy.common.errors import HinetDeployError
 
 SIZE_MULTIPLE = 8
+# Kept in float in INT8 graphs, as HINet's image-facing layers are: the convolutions that read the
+# image (with their first block), the SAMs that make images and gates, and the tail.
+FLOAT_LAYERS = ("shallow_feat1", "shallow_feat2", "shallow_feat3", "sam12", "sam23", "tail")
 
 
 @dataclass(frozen=True)

@@ -122,3 +122,44 @@ def test_macs_shares_at_256_match_the_paper_within_one_point():
     report = measure_claims(tuple(CLAIMS), (), (256, 256), repeats=1, log=lambda m: None)
     for task in report["tasks"]:
         assert abs(task["macs_share"] - task["paper_macs_share"]) < 1.0, task["task"]
+
+
+def test_fp16_int8_graphs_and_an_engine_like_hinets(tmp_path):
+    """The stages HINet goes through apply to MPRNet: FP16 and INT8 graphs from the same rewrites,
+    run in ONNX Runtime, and a TensorRT-RTX engine built on this CPU."""
+    import importlib.util
+
+    import onnxruntime as ort
+
+    from hinet_deploy.calib.data import CalibrationReader, default_images, make_crops
+    from hinet_deploy.export.mprnet import FLOAT_LAYERS
+    from hinet_deploy.export.precision import to_fp16, to_int8
+
+    torch.manual_seed(0)
+    fp32 = tmp_path / "m.onnx"
+    export_mprnet_onnx(mprnet("derain"), fp32, 32, 32)
+    fp16 = to_fp16(fp32, tmp_path / "m.fp16.onnx")
+    crops = make_crops(default_images(), crop=32, count=4, log=lambda m: None)
+    facts = to_int8(fp32, tmp_path / "m.int8.onnx", CalibrationReader(crops, progress=False),
+                    float_layers=FLOAT_LAYERS)
+    assert len(facts["float_nodes"]) >= 6  # the image-facing convs found by name
+    x = crops.crops[0][None]
+    outputs = {}
+    for name in ("m.onnx", "m.fp16.onnx", "m.int8.onnx"):
+        session = ort.InferenceSession(str(tmp_path / name), providers=["CPUExecutionProvider"])
+        outputs[name] = session.run(None, {"input": x})[0]
+    assert np.abs(outputs["m.fp16.onnx"] - outputs["m.onnx"]).max() < 2e-2
+    assert outputs["m.int8.onnx"].shape == x.shape and np.isfinite(outputs["m.int8.onnx"]).all()
+    if importlib.util.find_spec("tensorrt_rtx") is None:
+        pytest.skip("tensorrt-rtx is not installed: the engine step is not checked")
+    from hinet_deploy.engines.build import BuildOptions, Profile, build_engine
+    from hinet_deploy.engines.sidecar import EngineSidecar
+    from hinet_deploy.engines.tensorrt_module import import_tensorrt
+
+    trt = import_tensorrt("tensorrt_rtx")
+    shape = (1, 32, 32)
+    sidecar = EngineSidecar(trt.name, trt.version, "fp16",
+                            {k: [1, 3, 32, 32] for k in ("min", "opt", "max")}, size_multiple=8)
+    built = build_engine(trt, fp16, tmp_path / "m.engine", BuildOptions(Profile(shape, shape, shape)),
+                         sidecar)
+    assert (tmp_path / "m.engine").stat().st_size == built.facts["engine_bytes"] > 100_000
