@@ -551,7 +551,10 @@ def cmd_bench(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from hinet_deploy import __version__
 
-    parser = argparse.ArgumentParser(prog="hinet-deploy", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="hinet-deploy", description="HINet from checkpoint to verified ONNX graphs and TensorRT "
+        "engines, and restoring photos and videos with them. `hinet-deploy COMMAND --help` for a "
+        "command's options and examples.")
     parser.add_argument("--version", action="version", version=f"hinet-deploy {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_restore, _add_export, _add_macs, _add_claims, _add_demo, _add_build, _add_fidelity, _add_validate,
