@@ -29,22 +29,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
 
-    from PIL import Image
-
-    from hinet_deploy.calib.photos import DEMO_NOISE_SIGMA, HELD_OUT, add_gaussian_noise, load_photo
     from hinet_deploy.export.checkpoint import load_checkpoint
     from hinet_deploy.export.onnx_export import export_onnx
     from hinet_deploy.export.variants import DEMO_CHECKPOINT
+    from restore_pipeline import make_photos  # benchmarks/ is on the path when run as a script
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         graph = tmp / "demo.onnx"
         export_onnx(load_checkpoint(DEMO_CHECKPOINT), graph, log=lambda m: None)
-        (tmp / "in").mkdir()
-        clean = [load_photo(name) for name in HELD_OUT]
-        for i in range(args.photos):
-            noisy = add_gaussian_noise(clean[i % 3], DEMO_NOISE_SIGMA, i)
-            Image.fromarray(noisy).save(tmp / "in" / f"{i:03d}.png")
+        make_photos(tmp / "in", args.photos)
         base = [sys.executable, "-m", "hinet_deploy.cli", "restore", str(tmp / "in"), "--model",
                 str(graph), "--quiet", "--overwrite"]
         contenders = {"single process, 1 thread": ["--threads", "1"],

@@ -25,21 +25,30 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 
-def make_inputs(folder: Path, photos: int, frames: int):
+def make_photos(folder: Path, count: int) -> None:
+    """`count` noisy PNGs of the held-out photographs (sigma 25, the demo model's noise)."""
+    from PIL import Image
+
+    from hinet_deploy.calib.photos import DEMO_NOISE_SIGMA, HELD_OUT, add_gaussian_noise, load_photo
+
+    folder.mkdir(parents=True, exist_ok=True)
+    clean = [load_photo(name) for name in HELD_OUT]
+    for i in range(count):
+        noisy = add_gaussian_noise(clean[i % len(clean)], DEMO_NOISE_SIGMA, i)
+        Image.fromarray(noisy).save(folder / f"{i:03d}.png")
+
+
+def make_video(path: Path, frames: int) -> None:
+    """A 640x360 H.264 video of one held-out photograph with fresh noise in every frame."""
     import av
     from PIL import Image
 
     from hinet_deploy.calib.photos import DEMO_NOISE_SIGMA, HELD_OUT, add_gaussian_noise, load_photo
 
-    (folder / "photos").mkdir(parents=True)
-    clean = [load_photo(name) for name in HELD_OUT]
-    for i in range(photos):
-        noisy = add_gaussian_noise(clean[i % len(clean)], DEMO_NOISE_SIGMA, i)
-        Image.fromarray(noisy).save(folder / "photos" / f"{i:03d}.png")
-    out = av.open(str(folder / "clip.mp4"), "w")
+    out = av.open(str(path), "w")
     stream = out.add_stream("libx264", rate=25)
     stream.width, stream.height, stream.pix_fmt = 640, 360, "yuv420p"
-    base = np.array(Image.fromarray(clean[0]).resize((640, 360)))
+    base = np.array(Image.fromarray(load_photo(HELD_OUT[0])).resize((640, 360)))
     for i in range(frames):
         frame = av.VideoFrame.from_ndarray(add_gaussian_noise(base, DEMO_NOISE_SIGMA, i), "rgb24")
         frame.pts, frame.time_base = i, fractions.Fraction(1, 25)
@@ -74,7 +83,8 @@ def main() -> None:
         tmp = Path(tmp)
         graph = tmp / "demo.onnx"
         export_onnx(load_checkpoint(DEMO_CHECKPOINT), graph, log=lambda m: None)
-        make_inputs(tmp, args.photos, args.frames)
+        make_photos(tmp / "photos", args.photos)
+        make_video(tmp / "clip.mp4", args.frames)
         photos = [read_image_file(p).pixels for p in sorted((tmp / "photos").iterdir())]
         frames = decoded_video(tmp / "clip.mp4")
         options = RestoreOptions(overwrite=True, quiet=True)
