@@ -29,15 +29,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
 
-    from hinet_deploy.export.checkpoint import load_checkpoint
-    from hinet_deploy.export.onnx_export import export_onnx
-    from hinet_deploy.export.variants import DEMO_CHECKPOINT
-    from restore_pipeline import make_photos  # benchmarks/ is on the path when run as a script
+    from restore_pipeline import demo_graph, make_photos  # benchmarks/ is on the path as a script
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        graph = tmp / "demo.onnx"
-        export_onnx(load_checkpoint(DEMO_CHECKPOINT), graph, log=lambda m: None)
+        graph = demo_graph(tmp)
         make_photos(tmp / "in", args.photos)
         base = [sys.executable, "-m", "hinet_deploy.cli", "restore", str(tmp / "in"), "--model",
                 str(graph), "--quiet", "--overwrite"]

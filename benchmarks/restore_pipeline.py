@@ -25,6 +25,17 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 
+def demo_graph(folder: Path) -> Path:
+    """The demo denoiser exported (and verified) into `folder`."""
+    from hinet_deploy.export.checkpoint import load_checkpoint
+    from hinet_deploy.export.onnx_export import export_onnx
+    from hinet_deploy.export.variants import DEMO_CHECKPOINT
+
+    graph = folder / "demo.onnx"
+    export_onnx(load_checkpoint(DEMO_CHECKPOINT), graph, log=lambda m: None)
+    return graph
+
+
 def make_photos(folder: Path, count: int) -> None:
     """`count` noisy PNGs of the held-out photographs (sigma 25, the demo model's noise)."""
     from PIL import Image
@@ -72,17 +83,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
 
-    from hinet_deploy.export.checkpoint import load_checkpoint
-    from hinet_deploy.export.onnx_export import export_onnx
-    from hinet_deploy.export.variants import DEMO_CHECKPOINT
     from hinet_deploy.restore import RestoreOptions, plan_jobs, run_restore
     from hinet_deploy.runtime import Restorer
     from hinet_deploy.runtime.image_files import read_image_file
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        graph = tmp / "demo.onnx"
-        export_onnx(load_checkpoint(DEMO_CHECKPOINT), graph, log=lambda m: None)
+        graph = demo_graph(tmp)
         make_photos(tmp / "photos", args.photos)
         make_video(tmp / "clip.mp4", args.frames)
         photos = [read_image_file(p).pixels for p in sorted((tmp / "photos").iterdir())]
