@@ -120,7 +120,7 @@ def main(argv=None) -> int:
     print("| size | PyTorch eager | bare ORT | Restorer (whole) | ORT speed-up vs PyTorch | "
           "Restorer / bare ORT |")
     print("|---|---|---|---|---|---|")
-    with Restorer(path, threads=args.threads) as restorer:
+    with Restorer(path, mode="whole", threads=args.threads) as restorer:
         for size in args.sizes:
             m = bench_size(size, net, session, restorer, args.repeats, args.threads)
             print(f"| {size}x{size} | {m['pytorch']:.3f} s | {m['ort']:.3f} s | "
