@@ -9,7 +9,6 @@ calibration are the ones the deployed denoiser sees.
 from __future__ import annotations
 
 import hashlib
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import numpy as np
 
 from hinet_deploy.calib.photos import DEMO_NOISE_SIGMA, TRAIN, add_gaussian_noise, load_photo
 from hinet_deploy.common.errors import HinetDeployError
-from hinet_deploy.common.progress import progress_bar
+from hinet_deploy.common.progress import progress_bar, say
 
 DEFAULT_CROP = 256  # the official test crop; also the engines' default optimisation shape
 DEFAULT_COUNT = 32  # crops; ORT's entropy calibration histograms settle well before this (README)
@@ -28,10 +27,6 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".p
 def preprocess(rgb_u8: np.ndarray) -> np.ndarray:
     """HxWx3 uint8 -> 3xHxW float32 in [0,1]: the Restorer's conversion (a test holds them equal)."""
     return np.ascontiguousarray(rgb_u8.transpose(2, 0, 1), dtype=np.float32) / np.float32(255.0)
-
-
-def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def _read_rgb(path: Path) -> np.ndarray | None:
@@ -52,7 +47,7 @@ def folder_images(folder: Path, log=None) -> dict[str, np.ndarray]:
     images = {p.name: im for p in files if (im := _read_rgb(p)) is not None}
     unreadable = [p.name for p in files if p.name not in images]
     if unreadable and images:
-        (log or _stderr)(f"calibration: left out {len(unreadable)} unreadable file(s) "
+        (log or say)(f"calibration: left out {len(unreadable)} unreadable file(s) "
                          f"({', '.join(unreadable[:5])}{', ...' if len(unreadable) > 5 else ''})")
     if not images:
         found = len(list(folder.iterdir()))
@@ -83,7 +78,7 @@ class CalibrationSet:
 def make_crops(images: dict[str, np.ndarray], crop: int = DEFAULT_CROP, count: int = DEFAULT_COUNT,
                mode: str = "random", seed: int = 0, log=None) -> CalibrationSet:
     """`count` crops of crop x crop: random positions, or a regular grid over each image."""
-    log = log or _stderr
+    log = log or say
     usable = {k: v for k, v in images.items() if v.shape[0] >= crop and v.shape[1] >= crop}
     small = sorted(set(images) - set(usable))
     if small and usable:

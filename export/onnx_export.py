@@ -8,7 +8,6 @@ graph's metadata_props under `hinet.*`, so the runtime never re-derives them.
 from __future__ import annotations
 
 import json
-import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ import torch
 from hinet_deploy.export.checkpoint import LoadedModel
 from hinet_deploy.export.model import RestorationOutput
 from hinet_deploy.common.errors import HinetDeployError
+from hinet_deploy.common.progress import say
 from hinet_deploy.common.files import atomic_path, file_sha256
 from hinet_deploy.export.metadata import write_metadata
 
@@ -112,7 +112,7 @@ def export_onnx(loaded: LoadedModel, out_path, *, opset: int = DEFAULT_OPSET,
                 both_stages: bool = False, fixed_shape=None, verify_shapes=None,
                 tolerance: float = VERIFY_MAX_ABS, log=None) -> ExportReport:
     """Exports, checks and verifies; writes `out_path` only if every check passed."""
-    log = log or (lambda msg: print(msg, file=sys.stderr))
+    log = log or say
     if opset not in OPSETS:
         raise HinetDeployError(f"opset {opset} is not supported: choose {OPSETS.start} to "
                                f"{OPSETS.stop - 1} (default {DEFAULT_OPSET})")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import numpy as np
 from hinet_deploy.export.macs import count_macs
 from hinet_deploy.export.metadata import read_metadata
 from hinet_deploy.common.files import atomic_path
+from hinet_deploy.common.progress import say
 from hinet_deploy.common.memory import PeakMemory, available_bytes, estimated_run_bytes
 from hinet_deploy.pipeline import GraphRequest, engines_for_checks, precision_graphs
 from hinet_deploy.validate import device_name
@@ -92,7 +92,7 @@ def _percentile(values, q) -> float:
 
 
 def bench(ckpt: Path, req: GraphRequest, sizes=DEFAULT_SIZES, batches=(1,), repeats: int = 5,
-          threads: int | None = None, log=lambda m: print(m, file=sys.stderr)) -> dict:
+          threads: int | None = None, log=say) -> dict:
     import onnx
 
     largest = max(round_up(h, 16) for h, _ in sizes), max(round_up(w, 16) for _, w in sizes)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ import numpy as np
 
 from hinet_deploy.common.errors import HinetDeployError
 from hinet_deploy.common.files import atomic_path
+from hinet_deploy.common.progress import say
 
 
 @dataclass(frozen=True)
@@ -162,7 +162,7 @@ def measure_claims(claims=tuple(CLAIMS), backends=("pytorch", "onnxruntime"), si
 
     from hinet_deploy.validate import device_name
 
-    log = log or (lambda m: print(m, file=sys.stderr, flush=True))
+    log = log or say
     unknown = [c for c in claims if c not in CLAIMS]
     if unknown:
         raise HinetDeployError(f"unknown claim {', '.join(unknown)}; choose {', '.join(CLAIMS)}")

@@ -201,7 +201,7 @@ def cmd_restore(args) -> int:
     if any(job.is_video for job in plan.jobs):
         check_encoder(args.codec)
     extra = {"threads": args.threads} if args.threads else {}
-    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    from hinet_deploy.common.progress import say as log
     options = RestoreOptions(args.overwrite, args.quiet, args.jpeg_quality, video)
     restorer_options = {"mode": args.mode, "tile": args.tile, "overlap": args.overlap,
                         "memory_budget_mb": args.memory_budget_mb}
@@ -427,10 +427,9 @@ def _check_build_inputs(args) -> None:
     """Everything a build reads and writes, checked before its long work starts."""
     from hinet_deploy.export.metadata import read_graph_metadata
 
-    int8_only = [flag for flag, value in (("--calib-dir", args.calib_dir),) if value is not None]
-    if args.precision != "int8" and int8_only:
-        raise HinetDeployError(f"{', '.join(int8_only)} is for --int8 (calibration); an "
-                               f"--{args.precision} build uses no calibration images")
+    if args.precision != "int8" and args.calib_dir is not None:
+        raise HinetDeployError(f"--calib-dir is for --int8 (calibration); an --{args.precision} "
+                               f"build uses no calibration images")
     if args.calib_dir is not None and not args.calib_dir.is_dir():
         raise HinetDeployError(f"calibration folder {args.calib_dir} "
                                + ("is not a folder" if args.calib_dir.exists() else "does not exist"))

@@ -159,16 +159,16 @@ class RayRuntime:
     """A Ray connection for one command: the cluster at `address`, or a local instance started
     here and shut down at the end."""
 
-    def __init__(self, address: str | None, quiet: bool):
-        self.address, self.quiet = address, quiet
+    def __init__(self, address: str | None):
+        self.address = address
 
     def __enter__(self):
-        ray = _ray()
         import logging
 
-        try:
+        ray = _ray()
+        try:  # the workers' own logs stay in Ray's session folder; errors come back per row
             ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
-                     logging_level=logging.WARNING, configure_logging=self.quiet)
+                     logging_level=logging.WARNING)
         except (ConnectionError, ValueError, RuntimeError) as exc:
             raise HinetDeployError(f"cannot connect to Ray at {self.address}: {exc}") from exc
         return self

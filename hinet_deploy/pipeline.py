@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from hinet_deploy.export.checkpoint import load_checkpoint
 from hinet_deploy.common.files import file_sha256
+from hinet_deploy.common.progress import say
 from hinet_deploy.common.limits import HINET_SIZE_MULTIPLE
 from hinet_deploy.engines.sidecar import EngineSidecar
 from hinet_deploy.export.metadata import read_graph_metadata
@@ -49,8 +49,7 @@ class GraphRequest:
     calib: CalibOptions = field(default_factory=CalibOptions)
 
 
-def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+_log = say
 
 
 def fp32_graph(req: GraphRequest) -> Path:

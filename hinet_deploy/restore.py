@@ -9,12 +9,11 @@ and renamed when complete; an input that fails is reported by name and the rest 
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from hinet_deploy.common.errors import HinetDeployError
-from hinet_deploy.common.progress import progress_bar
+from hinet_deploy.common.progress import progress_bar, say
 from hinet_deploy.runtime.image_files import (DEFAULT_JPEG_QUALITY, FORMATS, read_image_file,
                                               write_image_file)
 from hinet_deploy.runtime.stream import pipelined
@@ -153,10 +152,6 @@ def _restore_video(job: Job, restorer, options: RestoreOptions, report: Report, 
     report.frames += result.frames
 
 
-def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
 def _start(plan: Plan, options: RestoreOptions, log) -> tuple[Report, list[Job]]:
     """The report so far (inputs known bad, named) and the jobs to run (outputs that exist are
     skipped unless options.overwrite)."""
@@ -170,7 +165,7 @@ def _start(plan: Plan, options: RestoreOptions, log) -> tuple[Report, list[Job]]
 
 def run_restore(plan: Plan, restorer, options: RestoreOptions, log=None) -> Report:
     """Restores what the plan says; existing outputs are skipped unless options.overwrite."""
-    log = log or _stderr
+    log = log or say
     report, todo = _start(plan, options, log)
     images = [j for j in todo if not j.is_video]
     if images:
@@ -193,12 +188,12 @@ def run_restore_ray(plan: Plan, model: Path, restorer_options: dict, options: Re
     """The same plan, skips, outputs and report as run_restore, on a Ray cluster (cluster.py)."""
     from hinet_deploy.cluster import RayRuntime, restore_files
 
-    log = log or _stderr
+    log = log or say
     report, todo = _start(plan, options, log)
     if not todo:
         return report
     write_options = {"jpeg_quality": options.jpeg_quality, "video": options.video}
-    with RayRuntime(ray_options.address, options.quiet):
+    with RayRuntime(ray_options.address):
         rows = restore_files(todo, model, restorer_options, write_options,
                              workers=ray_options.workers,
                              gpus_per_worker=ray_options.gpus_per_worker,

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import platform
 import statistics
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 from hinet_deploy.calib.photos import DEMO_NOISE_SIGMA
 from hinet_deploy.datasets import Dataset
 from hinet_deploy.common.files import atomic_path
+from hinet_deploy.common.progress import say
 from hinet_deploy.pipeline import GraphRequest, engines_for_checks, precision_graphs
 from hinet_deploy.runtime import Restorer
 from hinet_deploy.runtime.metrics import psnr, ssim
@@ -83,7 +83,7 @@ class Validation:
         self.interrupted = False
         self.sample = None  # (name, degraded, clean, {key: output}) of the first image
 
-    def run(self, json_path: Path | None, log=lambda m: print(m, file=sys.stderr)) -> dict:
+    def run(self, json_path: Path | None, log=say) -> dict:
         try:
             for index, pair in enumerate(self.dataset, 1):
                 self._one_image(pair)

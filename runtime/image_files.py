@@ -70,10 +70,10 @@ def _read_16bit(path: Path, fmt: str) -> np.ndarray:
 
 
 def _pil_pixels(img) -> np.ndarray:
-    if img.mode in ("I", "F", "I;16B", "I;16L"):
-        if img.mode == "I;16L" or img.mode == "I;16B":
-            return np.array(img).astype(np.uint16)
-        raise HinetDeployError(f"{img.mode}-mode ({'32-bit' if img.mode == 'I' else 'float'}) "
+    if img.mode in ("I;16L", "I;16B"):  # 16-bit grayscale in an explicit byte order
+        return np.array(img).astype(np.uint16)
+    if img.mode in ("I", "F"):
+        raise HinetDeployError(f"{'32-bit integer' if img.mode == 'I' else 'floating-point'} "
                                f"images are not supported: give 8- or 16-bit images")
     if img.mode not in ("L", "RGB", "RGBA", "I;16"):
         img = img.convert("RGBA" if "A" in img.mode or "transparency" in img.info else "RGB")

@@ -11,3 +11,8 @@ def progress_bar(total: int | None, desc: str, unit: str = "it", quiet: bool = F
 
     return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True,
                 disable=True if quiet else None)  # None: tqdm's own "only on a terminal"
+
+
+def say(message: str) -> None:
+    """One line of what long work is doing, on stderr (stdout is for results), flushed at once."""
+    print(message, file=sys.stderr, flush=True)
