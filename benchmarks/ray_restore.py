@@ -1,7 +1,9 @@
 """`restore --ray` against the single-process command on one folder: images per second with 1 and 2
 Ray workers (one thread each) and the single process with one thread, and Ray's overhead per image.
+With --videos: whole videos per worker against keyframe-aligned segments on every worker, for one
+and for two videos on 2 workers.
 
-    python benchmarks/ray_restore.py [--photos 32] [--rounds 2]
+    python benchmarks/ray_restore.py [--photos 32] [--rounds 2] [--videos]
 
 Each contender is the real command in a child process (`hinet-deploy restore ... --overwrite`), so
 the times include everything a user waits for: for Ray, starting a local instance, shipping the
@@ -27,7 +29,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--videos", action="store_true")
     args = parser.parse_args()
+    if args.videos:
+        videos(args.rounds)
+        return
 
     from restore_pipeline import demo_graph, make_photos  # benchmarks/ is on the path as a script
 
@@ -61,6 +67,41 @@ def main() -> None:
                   f"{args.photos / median:.2f} | {single / median:.2f}x |")
         overhead = (statistics.median(seconds[names[1]]) - single) / args.photos
         print(f"\nRay's overhead per image (1 worker vs single process): {overhead * 1000:.0f} ms")
+
+
+def videos(rounds: int, frames: int = 48) -> None:
+    """Whole videos against segments, 2 workers x 1 thread, in one Ray instance, alternated."""
+    from hinet_deploy.cluster import RayRuntime, restore_files
+    from hinet_deploy.restore import Job
+    from hinet_deploy.runtime.video import VideoOptions
+    from restore_pipeline import demo_graph, make_video
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        graph = demo_graph(tmp)
+        for name in ("a.mp4", "b.mp4"):
+            make_video(tmp / name, frames, keyint=12)
+        write = {"jpeg_quality": 95, "video": VideoOptions()}
+        results = {}
+        with RayRuntime(None):
+            for count in (1, 2):
+                jobs = [Job(tmp / n, tmp / "out" / n) for n in ("a.mp4", "b.mp4")[:count]]
+                for r in range(rounds):
+                    for split in ((False, True) if r % 2 == 0 else (True, False)):
+                        start = time.perf_counter()
+                        rows = restore_files(jobs, graph, {}, write, workers=2, gpus_per_worker=0,
+                                             threads_per_worker=1, quiet=True, split_videos=split)
+                        assert not any(row["error"] for row in rows), rows
+                        results.setdefault((count, split), []).append(time.perf_counter() - start)
+        print(f"2 Ray workers x 1 thread, {frames}-frame 640x360 H.264 videos (a keyframe every 12 "
+              f"frames), demo model; median of {rounds} alternated rounds\n")
+        print("| videos | whole videos per worker | segments on every worker | segments / whole |")
+        print("|---|---|---|---|")
+        for count in (1, 2):
+            whole = statistics.median(results[(count, False)])
+            split = statistics.median(results[(count, True)])
+            print(f"| {count} | {whole:.1f} s ({count * frames / whole:.2f} frames/s) | {split:.1f} s "
+                  f"({count * frames / split:.2f} frames/s) | {whole / split:.2f}x faster |")
 
 
 if __name__ == "__main__":

@@ -49,15 +49,16 @@ def make_photos(folder: Path, count: int) -> None:
         Image.fromarray(noisy).save(folder / f"{i:03d}.png")
 
 
-def make_video(path: Path, frames: int) -> None:
-    """A 640x360 H.264 video of one held-out photograph with fresh noise in every frame."""
+def make_video(path: Path, frames: int, keyint: int = 250) -> None:
+    """A 640x360 H.264 video of one held-out photograph with fresh noise in every frame; a keyframe
+    every `keyint` frames (250: x264's default)."""
     import av
     from PIL import Image
 
     from hinet_deploy.calib.photos import DEMO_NOISE_SIGMA, HELD_OUT, add_gaussian_noise, load_photo
 
     out = av.open(str(path), "w")
-    stream = out.add_stream("libx264", rate=25)
+    stream = out.add_stream("libx264", rate=25, options={"g": str(keyint), "sc_threshold": "0"})
     stream.width, stream.height, stream.pix_fmt = 640, 360, "yuv420p"
     base = np.array(Image.fromarray(load_photo(HELD_OUT[0])).resize((640, 360)))
     for i in range(frames):

@@ -4,9 +4,10 @@ pipelines that already hold a `ray.data.Dataset` of images.
 Ray Data's `map_batches` with a class runs a pool of stateful actors: each opens the model once
 (an engine once per GPU through `num_gpus`, a graph or checkpoint once per actor) and then restores
 row after row. The model's files travel through Ray's object store, so the nodes need no shared
-filesystem for them. Actors are restarted when their process dies, and their tasks retried
-(`max_restarts` / `max_task_retries` -1); outputs are written under a temporary name and renamed,
-so a retried row writes the same file again, whole, and never leaves a partial one.
+filesystem for them. Actors are restarted when their process dies, and their tasks retried (Ray
+Data's own defaults for actor pools: `max_restarts` and `max_task_retries` -1; the fault test
+kills a worker to hold it to that); outputs are written under a temporary name and renamed, so a
+retried row writes the same file again, whole, and never leaves a partial one.
 """
 from __future__ import annotations
 
@@ -18,10 +19,6 @@ import numpy as np
 
 from hinet_deploy.common.errors import HinetDeployError
 from hinet_deploy.common.lazy import require
-
-# Ray's own recovery: restart a dead actor and retry its tasks, as many times as it takes.
-FAULT_TOLERANCE = {"max_restarts": -1, "max_task_retries": -1}
-
 
 def _ray():
     return require("ray", "pip install 'hinet-deploy[cluster]'", "restoring with Ray")
@@ -59,21 +56,23 @@ class _ModelActor:
 
 
 class FileRestorer(_ModelActor):
-    """Rows {source, output} (paths): reads, restores and writes each; returns the error per row
-    ("" when it succeeded), as the single-process command reports it."""
+    """Rows {source, output, start, end} (paths; a video segment's span, or -1): reads, restores
+    and writes each; returns the error per row ("" when it succeeded), as the single-process
+    command reports it."""
 
     def __init__(self, files, name: str, restorer_options: dict, write_options: dict):
         super().__init__(files, name, restorer_options)
         self.jpeg_quality = write_options["jpeg_quality"]
         self.video = write_options["video"]
 
-    def _one(self, source: Path, output: Path) -> str:
+    def _one(self, source: Path, output: Path, start: int, end: int) -> str:
         from hinet_deploy.runtime.image_files import read_image_file, write_image_file
         from hinet_deploy.runtime.video import VIDEO_SUFFIXES, restore_video
 
+        span = None if start < 0 else (start, None if end < 0 else end)
         try:
             if source.suffix.lower() in VIDEO_SUFFIXES:
-                restore_video(source, output, self.restorer, self.video)
+                restore_video(source, output, self.restorer, self.video, span=span)
             else:
                 image = read_image_file(source)
                 write_image_file(output, self.restorer(image.pixels), image, self.jpeg_quality)
@@ -82,7 +81,8 @@ class FileRestorer(_ModelActor):
         return ""
 
     def __call__(self, batch: dict) -> dict:
-        errors = [self._one(Path(s), Path(o)) for s, o in zip(batch["source"], batch["output"])]
+        errors = [self._one(Path(s), Path(o), int(a), int(b)) for s, o, a, b in
+                  zip(batch["source"], batch["output"], batch["start"], batch["end"])]
         return {"source": batch["source"], "output": batch["output"],
                 "error": np.array(errors, dtype=object), "pid": np.full(len(errors), os.getpid())}
 
@@ -106,8 +106,13 @@ class ArrayRestorer(_ModelActor):
 
 
 def _map_options(workers: int, gpus_per_worker: float, threads_per_worker: int) -> dict:
-    return {"concurrency": workers, "num_gpus": gpus_per_worker, "num_cpus": threads_per_worker,
-            "batch_size": 1, **FAULT_TOLERANCE}
+    from ray.data import ActorPoolStrategy
+
+    # One row in flight per actor: Ray Data's default queues several on the first actor up, so
+    # two whole videos on two workers ran one after the other on one of them (measured).
+    return {"compute": ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=1),
+            "num_gpus": gpus_per_worker,
+            "num_cpus": threads_per_worker, "batch_size": 1}
 
 
 def restore_dataset(dataset, model, *, column: str = "image", workers: int = 1,
@@ -134,10 +139,56 @@ def restore_dataset(dataset, model, *, column: str = "image", workers: int = 1,
         **_map_options(workers, gpus_per_worker, threads_per_worker))
 
 
+def _rows(jobs, workers: int, split_videos: bool | None) -> list[dict]:
+    """One row per image and per video, or per keyframe-aligned segment of a video when videos are
+    fewer than workers (split_videos None) or when asked (True): whole videos keep every worker
+    busy without a join once there are enough of them."""
+    from hinet_deploy.runtime.video import segments
+
+    videos = [job for job in jobs if job.is_video]
+    if split_videos is None:
+        split_videos = 0 < len(videos) < workers
+    rows = []
+    for job in jobs:
+        spans = segments(job.source, workers) if job.is_video and split_videos else [(-1, -1)]
+        for i, (start, end) in enumerate(spans):
+            output = job.output if len(spans) == 1 else \
+                job.output.with_name(f".{job.output.name}.segment{i}{job.output.suffix}")
+            rows.append({"source": str(job.source), "output": str(output), "final": str(job.output),
+                         "start": start if len(spans) > 1 else -1,
+                         "end": -1 if end is None or len(spans) == 1 else end})
+    return rows
+
+
+def _join(rows: list[dict]) -> list[dict]:
+    """Segments of each video joined in order into its output (and removed); one row per job."""
+    from hinet_deploy.runtime.video import join_segments
+
+    by_final: dict[str, list[dict]] = {}
+    for row in rows:
+        by_final.setdefault(row["final"], []).append(row)
+    joined = []
+    for final, parts in by_final.items():
+        parts.sort(key=lambda r: r["start"])
+        error = next((r["error"] for r in parts if r["error"]), "")
+        if len(parts) > 1:
+            try:
+                if not error:
+                    join_segments(Path(parts[0]["source"]), [Path(r["output"]) for r in parts],
+                                  Path(final))
+            except HinetDeployError as exc:
+                error = str(exc)
+            finally:
+                for r in parts:
+                    Path(r["output"]).unlink(missing_ok=True)
+        joined.append({"source": parts[0]["source"], "output": final, "error": error})
+    return joined
+
+
 def restore_files(jobs, model: Path, restorer_options: dict, write_options: dict, *,
                   workers: int, gpus_per_worker: float, threads_per_worker: int,
-                  quiet: bool) -> list[dict]:
-    """The restore command's jobs on Ray: [{source, output, error, pid}] per job."""
+                  quiet: bool, split_videos: bool | None = None) -> list[dict]:
+    """The restore command's jobs on Ray: [{source, output, error}] per job."""
     ray = _ray()
     from ray.data import DataContext
 
@@ -145,14 +196,15 @@ def restore_files(jobs, model: Path, restorer_options: dict, write_options: dict
     if model.suffix == ".onnx":
         restorer_options = {"threads": threads_per_worker, **restorer_options}
     files = ray.put(model_files(model))
-    rows = [{"source": str(job.source), "output": str(job.output)} for job in jobs]
+    rows = _rows(jobs, workers, split_videos)
     dataset = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 4 * workers)))
     restored = dataset.map_batches(
         FileRestorer, fn_constructor_kwargs={"files": files, "name": model.name,
                                              "restorer_options": restorer_options,
                                              "write_options": write_options},
         **_map_options(workers, gpus_per_worker, threads_per_worker))
-    return restored.take_all()
+    done = {r["output"]: r for r in restored.take_all()}
+    return _join([{**row, "error": done[row["output"]]["error"]} for row in rows])
 
 
 class RayRuntime:
@@ -169,6 +221,7 @@ class RayRuntime:
         try:  # the workers' own logs stay in Ray's session folder; errors come back per row
             ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
                      logging_level=logging.WARNING)
+            logging.getLogger("ray.data").setLevel(logging.WARNING)  # its per-dataset INFO lines
         except (ConnectionError, ValueError, RuntimeError) as exc:
             raise HinetDeployError(f"cannot connect to Ray at {self.address}: {exc}") from exc
         return self

@@ -69,20 +69,90 @@ def _deep(stream) -> bool:
     return fmt is not None and max((c.bits for c in fmt.components), default=8) > 8
 
 
-def _events(container, video, copied, frame_format: str):
-    """The input in order: ("frame", pixels, pts, time_base) and ("packet", packet) to copy."""
+def _events(container, video, copied, frame_format: str, span=None):
+    """The input in order: ("frame", pixels, pts, time_base) and ("packet", packet) to copy.
+    `span` (start, end): only frames with start <= pts < end, start being a keyframe's pts."""
+    start, end = span or (None, None)
+    if start is not None:
+        container.seek(start, stream=video)  # lands on the keyframe at or before start
     for packet in container.demux([video, *copied]):
         if packet.stream is video:
             for frame in packet.decode():
+                if start is not None and frame.pts < start:
+                    continue
+                if end is not None and frame.pts >= end:
+                    return  # decoded in presentation order: the rest is later still
                 yield "frame", frame.to_ndarray(format=frame_format), frame.pts, frame.time_base
         elif packet.dts is not None:  # the demuxer's empty flush packets are not copied
             yield "packet", packet
 
 
+def keyframe_times(src: Path) -> tuple[list[int], int]:
+    """Presentation times of the video's keyframes (its stream's time base), read from the packets
+    without decoding: the places a video can be cut and each piece decoded alone; and the end of
+    its last frame."""
+    av = _av()
+    with av.open(str(src)) as container:
+        video = container.streams.video[0]
+        keys, end = [], 0
+        for packet in container.demux(video):
+            if packet.pts is None:
+                continue
+            end = max(end, packet.pts + (packet.duration or 0))
+            if packet.is_keyframe:
+                keys.append(packet.pts)
+        return sorted(keys), end
+
+
+def segments(src: Path, count: int) -> list[tuple[int, int | None]]:
+    """Up to `count` keyframe-aligned spans [start, end) of about equal length covering the video
+    (the last open-ended); fewer where the video has fewer keyframes."""
+    keys, end = keyframe_times(src)
+    if count <= 1 or len(keys) <= 1:
+        return [(keys[0] if keys else 0, None)]
+    wanted = [keys[0] + (end - keys[0]) * i / count for i in range(1, count)]
+    cuts = sorted({min(keys[1:], key=lambda k: abs(k - w)) for w in wanted})
+    starts = [keys[0], *cuts]
+    return list(zip(starts, [*cuts, None]))
+
+
+def join_segments(src: Path, parts: list[Path], dst: Path) -> int:
+    """One video from restored segments, in order, with the source's audio and subtitle streams
+    copied: packets are remuxed, never re-encoded. Returns the number of video packets."""
+    av = _av()
+    with atomic_path(dst, suffix=f".partial{dst.suffix}") as tmp:
+        output = av.open(str(tmp), mode="w")
+        source = av.open(str(src))
+        try:
+            with av.open(str(parts[0])) as first:
+                video = output.add_stream_from_template(first.streams.video[0])
+            copied = [s for s in source.streams if s.type in COPIED_STREAMS]
+            copies = {s.index: output.add_stream_from_template(s) for s in copied}
+            count = 0
+            for part in parts:
+                with av.open(str(part)) as container:
+                    for packet in container.demux(container.streams.video[0]):
+                        if packet.dts is not None:
+                            packet.stream = video
+                            output.mux(packet)
+                            count += 1
+            for packet in source.demux(copied) if copied else ():
+                if packet.dts is not None:
+                    packet.stream = copies[packet.stream.index]
+                    output.mux(packet)
+        finally:
+            source.close()
+            output.close()
+    return count
+
+
 def restore_video(src: Path, dst: Path, restore: Callable[[np.ndarray], np.ndarray],
                   options: VideoOptions | None = None, on_frame: Callable[[], None] | None = None,
-                  total: Callable[[int | None], None] | None = None) -> VideoReport:
-    """Restores every frame of `src` with `restore` (e.g. a Restorer) into `dst`."""
+                  total: Callable[[int | None], None] | None = None,
+                  span: tuple[int, int | None] | None = None) -> VideoReport:
+    """Restores every frame of `src` with `restore` (e.g. a Restorer) into `dst`; with `span`
+    (from segments()), only that segment's frames, and no other streams (join_segments adds
+    them)."""
     av = _av()
     options = options or VideoOptions()
     check_encoder(options.codec)
@@ -95,12 +165,13 @@ def restore_video(src: Path, dst: Path, restore: Callable[[np.ndarray], np.ndarr
             raise HinetDeployError(f"{src} has no video stream")
         video = source.streams.video[0]
         video.thread_type = "AUTO"  # FFmpeg's frame threads: decoding keeps up with inference
-        copied = [s for s in source.streams if s.type in COPIED_STREAMS]
+        copied = [] if span else [s for s in source.streams if s.type in COPIED_STREAMS]
         if total is not None:
             total(video.frames or None)
         deep = _deep(video)
         with atomic_path(dst, suffix=f".partial{dst.suffix}") as tmp:
-            report = _transcode(av, source, video, copied, tmp, restore, options, deep, on_frame)
+            report = _transcode(av, source, video, copied, tmp, restore, options, deep, on_frame,
+                                span)
     except av.error.FFmpegError as exc:
         raise HinetDeployError(f"FFmpeg failed on {src}: {exc}") from exc
     finally:
@@ -109,7 +180,7 @@ def restore_video(src: Path, dst: Path, restore: Callable[[np.ndarray], np.ndarr
 
 
 def _transcode(av, source, video, copied, path: Path, restore, options: VideoOptions, deep: bool,
-               on_frame) -> VideoReport:
+               on_frame, span=None) -> VideoReport:
     frame_format = "rgb48le" if deep else "rgb24"
     output = av.open(str(path), mode="w")
     try:
@@ -128,7 +199,8 @@ def _transcode(av, source, video, copied, path: Path, restore, options: VideoOpt
                 return ("frame", restore(event[1]), *event[2:])
             return event
 
-        for event in pipelined(restore_event, _events(source, video, copied, frame_format)):
+        events = _events(source, video, copied, frame_format, span)
+        for event in pipelined(restore_event, events):
             if event[0] == "packet":
                 packet = event[1]
                 packet.stream = copies[packet.stream.index]

@@ -114,3 +114,46 @@ def test_restore_dataset_on_a_ray_dataset(small_onnx):
     with Restorer(small_onnx) as restorer:
         for row, image in zip(rows, images):
             np.testing.assert_array_equal(row["image"], restorer(image))
+
+
+def test_one_video_on_two_workers_is_split_and_joined_exactly(tmp_path, small_onnx):
+    """Fewer videos than workers: keyframe-aligned segments on different workers, joined in order:
+    the same frames, order and timestamps as the single-process output (lossless: same pixels)."""
+    av = pytest.importorskip("av")
+    from test_restore import make_video
+
+    (tmp_path / "in").mkdir()
+    make_video(tmp_path / "in" / "clip.mp4", 36, keyint=12)
+    lossless = ["--crf", "0", "--pix-fmt", "yuv444p", "--quiet"]
+    single = _command(tmp_path / "in", "-o", tmp_path / "single", "--model", small_onnx, *lossless)
+    assert single.returncode == 0, single.stderr
+    on_ray = _command(tmp_path / "in", "-o", tmp_path / "ray", "--model", small_onnx, *lossless,
+                      "--ray", "--workers", "2")
+    assert on_ray.returncode == 0, on_ray.stderr[-3000:]
+    assert [p.name for p in (tmp_path / "ray").iterdir()] == ["clip.mp4"]  # segments removed
+
+    def decoded(path):
+        with av.open(str(path)) as container:
+            frames = list(container.decode(video=0))
+            streams = [s.type for s in container.streams]
+            return streams, [f.pts * f.time_base for f in frames], [f.to_ndarray(format="rgb24")
+                                                                    for f in frames]
+
+    want, got = decoded(tmp_path / "single" / "clip.mp4"), decoded(tmp_path / "ray" / "clip.mp4")
+    assert got[0] == want[0] == ["video", "audio"]
+    assert got[1] == want[1] and len(got[2]) == 36
+    for a, b in zip(got[2], want[2]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_rows_split_videos_only_when_workers_would_idle(tmp_path):
+    from hinet_deploy.cluster import _rows
+    from hinet_deploy.restore import Job
+    from test_restore import make_video
+
+    for name in ("a.mp4", "b.mp4"):
+        make_video(tmp_path / name, 24, keyint=12, audio=False)
+    jobs = [Job(tmp_path / n, tmp_path / "out" / n) for n in ("a.mp4", "b.mp4")]
+    assert len(_rows(jobs, workers=2, split_videos=None)) == 2  # two videos, two workers: whole
+    assert len(_rows(jobs[:1], workers=2, split_videos=None)) == 2  # one video: two segments
+    assert len(_rows(jobs[:1], workers=2, split_videos=False)) == 1

@@ -25,11 +25,14 @@ av = pytest.importorskip("av", reason="restoring videos needs PyAV: pip install 
 MODE = "blend"  # the command's default
 
 
-def make_video(path: Path, frames: int = 12, size=(96, 64), fps: int = 24, audio: bool = True):
-    """An H.264 mp4 (and an AAC track) of a noisy gradient, made with PyAV."""
+def make_video(path: Path, frames: int = 12, size=(96, 64), fps: int = 24, audio: bool = True,
+               keyint: int | None = None):
+    """An H.264 mp4 (and an AAC track) of a noisy gradient, made with PyAV; `keyint`: a keyframe
+    every that many frames."""
     width, height = size
     out = av.open(str(path), "w")
-    video = out.add_stream("libx264", rate=fps)
+    gop = {"g": str(keyint), "keyint_min": str(keyint), "sc_threshold": "0"} if keyint else {}
+    video = out.add_stream("libx264", rate=fps, options=gop)
     video.width, video.height, video.pix_fmt = width, height, "yuv420p"
     rng = np.random.default_rng(0)
     base = np.linspace(0, 255, width)[None, :, None] * np.ones((height, 1, 3))
@@ -247,3 +250,35 @@ def test_a_folder_that_cannot_be_read_is_named(tmp_path, small_onnx, capsys):
         (tmp_path / "in" / "locked").chmod(0o755)
     assert code == 1 and "locked (cannot read the folder" in stdout
     assert (tmp_path / "out" / "a.png").is_file()
+
+
+def test_segments_restored_apart_and_joined_equal_the_whole(tmp_path, small_onnx):
+    """Keyframe-aligned segments (as Ray workers restore them), joined: the same frames, order and
+    timestamps as the video restored whole; lossless (CRF 0, 4:4:4), so the same pixels too."""
+    from hinet_deploy.runtime.video import join_segments, keyframe_times, segments
+
+    make_video(tmp_path / "clip.mp4", 36, keyint=12)
+    assert len(keyframe_times(tmp_path / "clip.mp4")[0]) == 3
+    spans = segments(tmp_path / "clip.mp4", 3)
+    assert len(spans) == 3 and spans[-1][1] is None
+    options = VideoOptions(crf=0, pix_fmt="yuv444p")
+    with Restorer(small_onnx) as restorer:
+        restore_video(tmp_path / "clip.mp4", tmp_path / "whole.mp4", restorer, options)
+        parts = []
+        for i, span in enumerate(reversed(spans)):  # any order: each segment stands alone
+            parts.insert(0, tmp_path / f"part{i}.mp4")
+            restore_video(tmp_path / "clip.mp4", parts[0], restorer, options, span=span)
+    join_segments(tmp_path / "clip.mp4", parts, tmp_path / "joined.mp4")
+
+    def frames_and_times(path):
+        with av.open(str(path)) as container:
+            frames = list(container.decode(video=0))
+            return [f.pts * f.time_base for f in frames], [f.to_ndarray(format="rgb24")
+                                                           for f in frames]
+
+    whole_times, whole = frames_and_times(tmp_path / "whole.mp4")
+    joined_times, joined = frames_and_times(tmp_path / "joined.mp4")
+    assert len(joined) == len(whole) == 36 and joined_times == whole_times
+    for a, b in zip(joined, whole):
+        np.testing.assert_array_equal(a, b)
+    assert _streams(tmp_path / "joined.mp4") == [("video", "h264"), ("audio", "aac")]
