@@ -11,7 +11,6 @@ retried row writes the same file again, whole, and never leaves a partial one.
 """
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 
@@ -84,7 +83,7 @@ class FileRestorer(_ModelActor):
         errors = [self._one(Path(s), Path(o), int(a), int(b)) for s, o, a, b in
                   zip(batch["source"], batch["output"], batch["start"], batch["end"])]
         return {"source": batch["source"], "output": batch["output"],
-                "error": np.array(errors, dtype=object), "pid": np.full(len(errors), os.getpid())}
+                "error": np.array(errors, dtype=object)}
 
 
 class ArrayRestorer(_ModelActor):
