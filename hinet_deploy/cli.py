@@ -139,11 +139,12 @@ def _add_restore(sub):
                  "clip.mp4 -o out/ --model build/engines/gopro.fp16....engine --crf 16",
                  "scan.tif photo.jpg -o out/ --model sidd.pth --mode blend --tile 512",
                  "dashcam/ -o clean/ --model derain.onnx --codec h264_nvenc --overwrite")
-    p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="image files, folders (recursive; the output mirrors their layout) and "
-                        "videos (anything FFmpeg decodes)")
-    p.add_argument("-o", "--output", type=Path, required=True,
-                   help="folder to write into (same file names; made if missing)")
+                        "videos (anything FFmpeg decodes); with --ray also URIs (s3://, gs://, ...)")
+    p.add_argument("-o", "--output", required=True,
+                   help="folder to write into (same file names; made if missing); with --ray also "
+                        "a URI")
     p.add_argument("--model", type=Path, required=True,
                    help="what the Restorer opens: a checkpoint (.pth), ONNX graph or engine")
     p.add_argument("--mode", choices=MODES, default=DEFAULT_MODE,
@@ -189,14 +190,29 @@ def _add_restore(sub):
     p.set_defaults(func=cmd_restore)
 
 
+def _restore_plan(args):
+    from hinet_deploy.restore import plan_jobs
+
+    if any("://" in text for text in [*args.inputs, args.output]):
+        if not args.ray:
+            raise HinetDeployError("filesystem URIs (s3://, gs://, ...) are read and written by "
+                                   "the Ray workers: add --ray")
+        from hinet_deploy.cluster import plan_uri_jobs
+
+        if "://" not in args.output:
+            writable_dir(Path(args.output), "-o")
+        return plan_uri_jobs(args.inputs, args.output)
+    writable_dir(Path(args.output), "-o")
+    return plan_jobs([Path(p) for p in args.inputs], Path(args.output))
+
+
 def cmd_restore(args) -> int:
-    from hinet_deploy.restore import RestoreOptions, plan_jobs, run_restore, summary
+    from hinet_deploy.restore import RestoreOptions, run_restore, summary
     from hinet_deploy.runtime import Restorer
     from hinet_deploy.runtime.video import VideoOptions, check_encoder
 
     input_file(args.model, "model")
-    writable_dir(args.output, "-o")
-    plan = plan_jobs(args.inputs, args.output)
+    plan = _restore_plan(args)
     video = VideoOptions(codec=args.codec, crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt)
     if any(job.is_video for job in plan.jobs):
         check_encoder(args.codec)

@@ -23,6 +23,78 @@ def _ray():
     return require("ray", "pip install 'hinet-deploy[cluster]'", "restoring with Ray")
 
 
+def is_uri(text) -> bool:
+    return isinstance(text, str) and "://" in text
+
+
+def _filesystem(uri: str):
+    """(pyarrow filesystem, path) of a URI (s3://, gs://, hdfs://, file://, ...): the filesystems
+    Ray Data itself reads and writes through."""
+    import pyarrow.fs as pafs
+
+    try:
+        return pafs.FileSystem.from_uri(uri)
+    except (ValueError, OSError) as exc:
+        raise HinetDeployError(f"cannot open {uri}: {exc}") from exc
+
+
+def output_exists(output) -> bool:
+    if not is_uri(output):
+        return Path(output).exists()
+    import pyarrow.fs as pafs
+
+    fs, path = _filesystem(output)
+    return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def plan_uri_jobs(inputs: list[str], output: str):
+    """The restore plan for inputs and an output given as URIs (or local paths among them): the same
+    layout as for local folders, listed through the URI's filesystem."""
+    import pyarrow.fs as pafs
+
+    from hinet_deploy.restore import Job, Plan, _kind
+
+    plan, base = Plan(), output.rstrip("/")
+    for given in inputs:
+        uri = given if is_uri(given) else Path(given).resolve().as_uri()
+        fs, root = _filesystem(uri)
+        info = fs.get_file_info(root)
+        if info.type == pafs.FileType.NotFound:
+            raise HinetDeployError(f"input {given} does not exist")
+        prefix = uri[:len(uri) - len(root.lstrip("/"))] if root.lstrip("/") else uri
+        if info.type == pafs.FileType.Directory:
+            found = fs.get_file_info(pafs.FileSelector(root, recursive=True))
+            files = sorted(f.path for f in found if f.type == pafs.FileType.File)
+            for path in files:
+                relative = path[len(root.rstrip("/")) + 1:]
+                if _kind(Path(path)) is None:
+                    plan.ignored += 1
+                else:
+                    plan.jobs.append(Job(prefix + path.lstrip("/"), f"{base}/{relative}"))
+        elif _kind(Path(root)) is None:
+            plan.failed.append((given, "not an image or video this command restores"))
+        else:
+            plan.jobs.append(Job(uri, f"{base}/{Path(root).name}"))
+    return plan
+
+
+def _download(uri: str, path: Path) -> None:
+    fs, source = _filesystem(uri)
+    with fs.open_input_stream(source) as stream:
+        path.write_bytes(stream.read())
+
+
+def _upload(path: Path, uri: str) -> None:
+    """Written under a hidden name, then moved onto the output: never a partial file under it."""
+    fs, target = _filesystem(uri)
+    parent, name = target.rsplit("/", 1)
+    fs.create_dir(parent, recursive=True)
+    partial = f"{parent}/.{name}.partial"
+    with fs.open_output_stream(partial) as stream:
+        stream.write(path.read_bytes())
+    fs.move(partial, target)
+
+
 def model_files(model: Path) -> dict[str, bytes]:
     """The files that make up a model, by name: an engine brings its sidecar and the graph the
     sidecar names (relative paths), a graph or checkpoint is one file."""
@@ -69,6 +141,8 @@ class FileRestorer(_ModelActor):
         from hinet_deploy.runtime.video import VIDEO_SUFFIXES, restore_video
 
         span = None if start < 0 else (start, None if end < 0 else end)
+        if is_uri(str(source)) or is_uri(str(output)):
+            return self._through_local_files(str(source), str(output), start, end)
         try:
             if source.suffix.lower() in VIDEO_SUFFIXES:
                 restore_video(source, output, self.restorer, self.video, span=span)
@@ -79,11 +153,37 @@ class FileRestorer(_ModelActor):
             return str(exc)
         return ""
 
+    def _through_local_files(self, source: str, output: str, start: int, end: int) -> str:
+        """A URI input or output: copied to local files around the restore."""
+        with tempfile.TemporaryDirectory(prefix="hinet-deploy-row-") as tmp:
+            local_in = Path(tmp) / ("in" + Path(source).suffix)
+            local_out = Path(tmp) / ("out" + Path(output).suffix)
+            try:
+                if is_uri(source):
+                    _download(source, local_in)
+                else:
+                    local_in.write_bytes(Path(source).read_bytes())
+            except OSError as exc:
+                return f"cannot read {source}: {exc}"
+            error = self._one(local_in, local_out, start, end)
+            if error:
+                return error.replace(str(local_in), source)
+            try:
+                _upload(local_out, output) if is_uri(output) else \
+                    Path(output).write_bytes(local_out.read_bytes())
+            except OSError as exc:
+                return f"cannot write {output}: {exc}"
+        return ""
+
     def __call__(self, batch: dict) -> dict:
-        errors = [self._one(Path(s), Path(o), int(a), int(b)) for s, o, a, b in
+        errors = [self._one(_as_path(s), _as_path(o), int(a), int(b)) for s, o, a, b in
                   zip(batch["source"], batch["output"], batch["start"], batch["end"])]
         return {"source": batch["source"], "output": batch["output"],
                 "error": np.array(errors, dtype=object)}
+
+
+def _as_path(text: str):
+    return text if is_uri(text) else Path(text)
 
 
 class ArrayRestorer(_ModelActor):
@@ -149,7 +249,9 @@ def _rows(jobs, workers: int, split_videos: bool | None) -> list[dict]:
         split_videos = 0 < len(videos) < workers
     rows = []
     for job in jobs:
-        spans = segments(job.source, workers) if job.is_video and split_videos else [(-1, -1)]
+        local = not is_uri(job.source) and not is_uri(job.output)  # segments are cut and joined here
+        spans = segments(job.source, workers) if job.is_video and split_videos and local \
+            else [(-1, -1)]
         for i, (start, end) in enumerate(spans):
             output = job.output if len(spans) == 1 else \
                 job.output.with_name(f".{job.output.name}.segment{i}{job.output.suffix}")

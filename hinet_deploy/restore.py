@@ -22,12 +22,12 @@ from hinet_deploy.runtime.video import VIDEO_SUFFIXES, VideoOptions, restore_vid
 
 @dataclass(frozen=True)
 class Job:
-    source: Path
-    output: Path
+    source: Path | str  # a str where it is a filesystem URI (restore --ray only)
+    output: Path | str
 
     @property
     def is_video(self) -> bool:
-        return self.source.suffix.lower() in VIDEO_SUFFIXES
+        return Path(str(self.source)).suffix.lower() in VIDEO_SUFFIXES
 
 
 @dataclass
@@ -152,13 +152,14 @@ def _restore_video(job: Job, restorer, options: RestoreOptions, report: Report, 
     report.frames += result.frames
 
 
-def _start(plan: Plan, options: RestoreOptions, log) -> tuple[Report, list[Job]]:
+def _start(plan: Plan, options: RestoreOptions, log, exists=None) -> tuple[Report, list[Job]]:
     """The report so far (inputs known bad, named) and the jobs to run (outputs that exist are
     skipped unless options.overwrite)."""
+    exists = exists or (lambda output: output.exists())
     report = Report(failed=list(plan.failed))
     for path, error in plan.failed:
         log(f"failed: {path}: {error}")
-    todo = [j for j in plan.jobs if options.overwrite or not j.output.exists()]
+    todo = [j for j in plan.jobs if options.overwrite or not exists(j.output)]
     report.skipped = len(plan.jobs) - len(todo)
     return report, todo
 
@@ -186,10 +187,10 @@ class RayOptions:
 def run_restore_ray(plan: Plan, model: Path, restorer_options: dict, options: RestoreOptions,
                     ray_options: RayOptions, log=None) -> Report:
     """The same plan, skips, outputs and report as run_restore, on a Ray cluster (cluster.py)."""
-    from hinet_deploy.cluster import RayRuntime, restore_files
+    from hinet_deploy.cluster import RayRuntime, output_exists, restore_files
 
     log = log or say
-    report, todo = _start(plan, options, log)
+    report, todo = _start(plan, options, log, output_exists)
     if not todo:
         return report
     write_options = {"jpeg_quality": options.jpeg_quality, "video": options.video}

@@ -157,3 +157,22 @@ def test_rows_split_videos_only_when_workers_would_idle(tmp_path):
     assert len(_rows(jobs, workers=2, split_videos=None)) == 2  # two videos, two workers: whole
     assert len(_rows(jobs[:1], workers=2, split_videos=None)) == 2  # one video: two segments
     assert len(_rows(jobs[:1], workers=2, split_videos=False)) == 1
+
+
+def test_uris_in_and_out(tmp_path, small_onnx):
+    """file:// URIs through pyarrow's filesystem layer (the one Ray Data reads s3:// and gs://
+    with): the same outputs as local paths; a URI without --ray is one line."""
+    _photos(tmp_path / "in", 3)
+    local = _command(tmp_path / "in", "-o", tmp_path / "local", "--model", small_onnx, "--quiet")
+    assert local.returncode == 0, local.stderr
+    source, target = (tmp_path / "in").as_uri(), (tmp_path / "remote").as_uri()
+    refused = _command(source, "-o", target, "--model", small_onnx)
+    assert refused.returncode == 2 and "add --ray" in refused.stderr.strip().splitlines()[-1]
+    on_ray = _command(source, "-o", target, "--model", small_onnx, "--quiet", "--ray")
+    assert on_ray.returncode == 0, on_ray.stderr[-3000:]
+    want, got = _outputs(tmp_path / "local"), _outputs(tmp_path / "remote")
+    assert sorted(got) == sorted(want) and len(got) == 3
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name])
+    again = _command(source, "-o", target, "--model", small_onnx, "--quiet", "--ray")
+    assert again.returncode == 0 and "skipped 3 whose output exists" in again.stdout
