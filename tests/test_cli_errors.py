@@ -56,6 +56,13 @@ CASES = [
     ("restore photo.png -o out --model good.onnx --mode blend --tile 40", "multiple of 16"),
     ("restore photo.png -o out --model good.onnx --jpeg-quality -1", "not at least 1"),
     ("restore dir -o dir --model good.onnx", "-o dir is the input folder dir"),
+    # claims
+    ("claims --size 30 30", "multiples of 16"),
+    ("claims --size 0 256", "not at least 1"),
+    ("claims --repeats 0", "not at least 1"),
+    ("claims --tasks nonsense", "invalid choice"),
+    ("claims --json dir", "is a directory"),
+    ("claims --json {ro}/claims.json", "cannot write"),
     # export
     ("export --ckpt missing.pth", "does not exist"),
     ("export --ckpt dir", "is a directory"),
