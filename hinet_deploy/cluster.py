@@ -19,6 +19,7 @@ import numpy as np
 from hinet_deploy.common.errors import HinetDeployError
 from hinet_deploy.common.lazy import require
 
+
 def _ray():
     return require("ray", "pip install 'hinet-deploy[cluster]'", "restoring with Ray")
 
@@ -136,13 +137,14 @@ class FileRestorer(_ModelActor):
         self.jpeg_quality = write_options["jpeg_quality"]
         self.video = write_options["video"]
 
-    def _one(self, source: Path, output: Path, start: int, end: int) -> str:
+    def _one(self, source: str, output: str, start: int, end: int) -> str:
         from hinet_deploy.runtime.image_files import read_image_file, write_image_file
         from hinet_deploy.runtime.video import VIDEO_SUFFIXES, restore_video
 
+        if is_uri(source) or is_uri(output):
+            return self._through_local_files(source, output)
+        source, output = Path(source), Path(output)
         span = None if start < 0 else (start, None if end < 0 else end)
-        if is_uri(str(source)) or is_uri(str(output)):
-            return self._through_local_files(str(source), str(output), start, end)
         try:
             if source.suffix.lower() in VIDEO_SUFFIXES:
                 restore_video(source, output, self.restorer, self.video, span=span)
@@ -153,37 +155,32 @@ class FileRestorer(_ModelActor):
             return str(exc)
         return ""
 
-    def _through_local_files(self, source: str, output: str, start: int, end: int) -> str:
-        """A URI input or output: copied to local files around the restore."""
+    def _through_local_files(self, source: str, output: str) -> str:
+        """A URI input is downloaded, a URI output uploaded, around the restore of local files (a
+        local side is used where it is). URI videos are never split, so there is no span here."""
         with tempfile.TemporaryDirectory(prefix="hinet-deploy-row-") as tmp:
-            local_in = Path(tmp) / ("in" + Path(source).suffix)
-            local_out = Path(tmp) / ("out" + Path(output).suffix)
-            try:
-                if is_uri(source):
+            local_in = Path(tmp) / ("in" + Path(source).suffix) if is_uri(source) else source
+            local_out = Path(tmp) / ("out" + Path(output).suffix) if is_uri(output) else output
+            if is_uri(source):
+                try:
                     _download(source, local_in)
-                else:
-                    local_in.write_bytes(Path(source).read_bytes())
-            except OSError as exc:
-                return f"cannot read {source}: {exc}"
-            error = self._one(local_in, local_out, start, end)
+                except OSError as exc:
+                    return f"cannot read {source}: {exc}"
+            error = self._one(str(local_in), str(local_out), -1, -1)
             if error:
                 return error.replace(str(local_in), source)
-            try:
-                _upload(local_out, output) if is_uri(output) else \
-                    Path(output).write_bytes(local_out.read_bytes())
-            except OSError as exc:
-                return f"cannot write {output}: {exc}"
+            if is_uri(output):
+                try:
+                    _upload(local_out, output)
+                except OSError as exc:
+                    return f"cannot write {output}: {exc}"
         return ""
 
     def __call__(self, batch: dict) -> dict:
-        errors = [self._one(_as_path(s), _as_path(o), int(a), int(b)) for s, o, a, b in
+        errors = [self._one(str(s), str(o), int(a), int(b)) for s, o, a, b in
                   zip(batch["source"], batch["output"], batch["start"], batch["end"])]
         return {"source": batch["source"], "output": batch["output"],
                 "error": np.array(errors, dtype=object)}
-
-
-def _as_path(text: str):
-    return text if is_uri(text) else Path(text)
 
 
 class ArrayRestorer(_ModelActor):
@@ -202,6 +199,15 @@ class ArrayRestorer(_ModelActor):
         except ValueError:  # images of different sizes
             out[self.column] = np.array(restored + [None], dtype=object)[:-1]
         return out
+
+
+def _model_kwargs(model: Path, restorer_options: dict, threads_per_worker: int) -> dict:
+    """The actors' model arguments: its files once in the object store, its name, and the
+    Restorer's options (an ONNX graph's CPU threads set to the worker's share)."""
+    if model.suffix == ".onnx":
+        restorer_options = {"threads": threads_per_worker, **restorer_options}
+    return {"files": _ray().put(model_files(model)), "name": model.name,
+            "restorer_options": restorer_options}
 
 
 def _map_options(workers: int, gpus_per_worker: float, threads_per_worker: int) -> dict:
@@ -224,18 +230,12 @@ def restore_dataset(dataset, model, *, column: str = "image", workers: int = 1,
         clean = restore_dataset(ds, "gopro.onnx", workers=4, gpus_per_worker=1)
         clean.write_images("s3://bucket/restored/", column="image")
     """
-    ray = _ray()
     model = Path(model)
     if not model.is_file():
         raise HinetDeployError(f"model {model} does not exist")
-    restorer_options = {"threads": threads_per_worker, **restorer_options} \
-        if model.suffix == ".onnx" else restorer_options
-    files = ray.put(model_files(model))
-    return dataset.map_batches(
-        ArrayRestorer, fn_constructor_kwargs={"files": files, "name": model.name,
-                                              "restorer_options": restorer_options,
-                                              "column": column},
-        **_map_options(workers, gpus_per_worker, threads_per_worker))
+    kwargs = {**_model_kwargs(model, restorer_options, threads_per_worker), "column": column}
+    return dataset.map_batches(ArrayRestorer, fn_constructor_kwargs=kwargs,
+                               **_map_options(workers, gpus_per_worker, threads_per_worker))
 
 
 def _rows(jobs, workers: int, split_videos: bool | None) -> list[dict]:
@@ -294,16 +294,12 @@ def restore_files(jobs, model: Path, restorer_options: dict, write_options: dict
     from ray.data import DataContext
 
     DataContext.get_current().enable_progress_bars = not quiet
-    if model.suffix == ".onnx":
-        restorer_options = {"threads": threads_per_worker, **restorer_options}
-    files = ray.put(model_files(model))
+    kwargs = {**_model_kwargs(model, restorer_options, threads_per_worker),
+              "write_options": write_options}
     rows = _rows(jobs, workers, split_videos)
     dataset = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 4 * workers)))
-    restored = dataset.map_batches(
-        FileRestorer, fn_constructor_kwargs={"files": files, "name": model.name,
-                                             "restorer_options": restorer_options,
-                                             "write_options": write_options},
-        **_map_options(workers, gpus_per_worker, threads_per_worker))
+    restored = dataset.map_batches(FileRestorer, fn_constructor_kwargs=kwargs,
+                                   **_map_options(workers, gpus_per_worker, threads_per_worker))
     done = {r["output"]: r for r in restored.take_all()}
     return _join([{**row, "error": done[row["output"]]["error"]} for row in rows])
 
