@@ -53,7 +53,7 @@ def plan_uri_jobs(inputs: list[str], output: str):
     layout as for local folders, listed through the URI's filesystem."""
     import pyarrow.fs as pafs
 
-    from hinet_deploy.restore import Job, Plan, _kind
+    from hinet_deploy.restore import NOT_RESTORABLE, Job, Plan, _kind
 
     plan, base = Plan(), output.rstrip("/")
     for given in inputs:
@@ -73,7 +73,7 @@ def plan_uri_jobs(inputs: list[str], output: str):
                 else:
                     plan.jobs.append(Job(prefix + path.lstrip("/"), f"{base}/{relative}"))
         elif _kind(Path(root)) is None:
-            plan.failed.append((given, "not an image or video this command restores"))
+            plan.failed.append((given, NOT_RESTORABLE))
         else:
             plan.jobs.append(Job(uri, f"{base}/{Path(root).name}"))
     return plan

@@ -42,6 +42,10 @@ def _kind(path: Path) -> str | None:
     return "image" if suffix in FORMATS else "video" if suffix in VIDEO_SUFFIXES else None
 
 
+NOT_RESTORABLE = (f"not an image or video this command restores ({', '.join(sorted(FORMATS))}, "
+                  f"{', '.join(sorted(VIDEO_SUFFIXES))})")
+
+
 def _walk(folder: Path, skip: Path, plan: Plan):
     """Files under `folder` (sorted, recursive), leaving out the output folder; unreadable
     sub-folders are failures, not crashes."""
@@ -72,9 +76,7 @@ def plan_jobs(inputs: list[Path], out_dir: Path) -> Plan:
                 else:
                     plan.jobs.append(Job(path, out_dir / path.relative_to(given)))
         elif _kind(given) is None:
-            plan.failed.append((given, f"not an image or video this command restores "
-                                       f"({', '.join(sorted(FORMATS))}, "
-                                       f"{', '.join(sorted(VIDEO_SUFFIXES))})"))
+            plan.failed.append((given, NOT_RESTORABLE))
         else:
             plan.jobs.append(Job(given, out_dir / given.name))
     seen: dict[Path, Path] = {}
@@ -103,6 +105,11 @@ class Report:
     failed: list[tuple[Path, str]] = field(default_factory=list)
     frames: int = 0
 
+    def fail(self, source, error: str, log) -> None:
+        """An input that could not be restored: listed at the end, and said as it happens."""
+        self.failed.append((source, error))
+        log(f"failed: {source}: {error}")
+
 
 def _load(job: Job):
     try:
@@ -130,8 +137,7 @@ def _restore_images(jobs: list[Job], restorer, options: RestoreOptions, report: 
                 except HinetDeployError as exc:
                     error = str(exc)
             if error is not None:
-                report.failed.append((job.source, error))
-                log(f"failed: {job.source}: {error}")
+                report.fail(job.source, error, log)
             bar.update(1)
 
 
@@ -145,8 +151,7 @@ def _restore_video(job: Job, restorer, options: RestoreOptions, report: Report, 
             result = restore_video(job.source, job.output, restorer, options.video,
                                    on_frame=lambda: bar.update(1), total=total)
         except HinetDeployError as exc:
-            report.failed.append((job.source, str(exc)))
-            log(f"failed: {job.source}: {exc}")
+            report.fail(job.source, str(exc), log)
             return
     report.restored.append(job.output)
     report.frames += result.frames
@@ -156,9 +161,9 @@ def _start(plan: Plan, options: RestoreOptions, log, exists=None) -> tuple[Repor
     """The report so far (inputs known bad, named) and the jobs to run (outputs that exist are
     skipped unless options.overwrite)."""
     exists = exists or (lambda output: output.exists())
-    report = Report(failed=list(plan.failed))
+    report = Report()
     for path, error in plan.failed:
-        log(f"failed: {path}: {error}")
+        report.fail(path, error, log)
     todo = [j for j in plan.jobs if options.overwrite or not exists(j.output)]
     report.skipped = len(plan.jobs) - len(todo)
     return report, todo
@@ -204,8 +209,7 @@ def run_restore_ray(plan: Plan, model: Path, restorer_options: dict, options: Re
     for job in todo:
         error = by_source[str(job.source)]["error"]
         if error:
-            report.failed.append((job.source, error))
-            log(f"failed: {job.source}: {error}")
+            report.fail(job.source, error, log)
         else:
             report.restored.append(job.output)
     return report
