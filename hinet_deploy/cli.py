@@ -111,8 +111,6 @@ def _checkpoint_or_demo(arg: Path | None) -> Path:
 def _record_last_export(graph: Path, ckpt: Path) -> None:
     """Where `export` wrote, so that `build` with no model named builds that graph (the card's
     two-step flow), and says so."""
-    from hinet_deploy.common.files import atomic_path
-
     with atomic_path(LAST_EXPORT) as tmp:
         tmp.write_text(json.dumps({"onnx": str(graph.resolve()), "checkpoint": str(ckpt)}) + "\n")
 

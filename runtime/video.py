@@ -87,6 +87,19 @@ def _events(container, video, copied, frame_format: str, span=None):
             yield "packet", packet
 
 
+def _copied_streams(source) -> list:
+    return [s for s in source.streams if s.type in COPIED_STREAMS]
+
+
+def _copy_streams_into(output, streams) -> dict:
+    """Output streams taking the given input streams' packets unchanged, with their metadata
+    (language, title), by input stream index."""
+    copies = {s.index: output.add_stream_from_template(s) for s in streams}
+    for s in streams:
+        copies[s.index].metadata.update(s.metadata)
+    return copies
+
+
 def keyframe_times(src: Path) -> tuple[list[int], int]:
     """Presentation times of the video's keyframes (its stream's time base), read from the packets
     without decoding: the places a video can be cut and each piece decoded alone; and the end of
@@ -126,8 +139,8 @@ def join_segments(src: Path, parts: list[Path], dst: Path) -> int:
         try:
             with av.open(str(parts[0])) as first:
                 video = output.add_stream_from_template(first.streams.video[0])
-            copied = [s for s in source.streams if s.type in COPIED_STREAMS]
-            copies = {s.index: output.add_stream_from_template(s) for s in copied}
+            copied = _copied_streams(source)
+            copies = _copy_streams_into(output, copied)
             count = 0
             for part in parts:
                 with av.open(str(part)) as container:
@@ -165,7 +178,7 @@ def restore_video(src: Path, dst: Path, restore: Callable[[np.ndarray], np.ndarr
             raise HinetDeployError(f"{src} has no video stream")
         video = source.streams.video[0]
         video.thread_type = "AUTO"  # FFmpeg's frame threads: decoding keeps up with inference
-        copied = [] if span else [s for s in source.streams if s.type in COPIED_STREAMS]
+        copied = [] if span else _copied_streams(source)
         if total is not None:
             total(video.frames or None)
         deep = _deep(video)
@@ -189,9 +202,7 @@ def _transcode(av, source, video, copied, path: Path, restore, options: VideoOpt
         encoder.width, encoder.height = video.codec_context.width, video.codec_context.height
         encoder.pix_fmt = options.pix_fmt or ("yuv420p10le" if deep else "yuv420p")
         encoder.time_base = video.time_base
-        copies = {s.index: output.add_stream_from_template(s) for s in copied}
-        for s in copied:
-            copies[s.index].metadata.update(s.metadata)
+        copies = _copy_streams_into(output, copied)
         frames = 0
 
         def restore_event(event):
