@@ -24,7 +24,7 @@ test-all: $(STAMP)
 	$(PY) -m pytest -q --run-slow
 
 train-demo: $(STAMP)
-	$(PY) -m hinet_deploy.train_demo -o export/weights/hinet-demo-denoise.pth
+	$(PY) -m hinet_deploy.demo.train -o export/weights/hinet-demo-denoise.pth
 
 bench: $(STAMP)
 	$(PY) benchmarks/restorer_overhead.py

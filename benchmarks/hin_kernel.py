@@ -22,8 +22,6 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 from hinet_deploy.engines.plugin.hin_plugin import _Kernel, launch_plan, workspace_bytes  # noqa: E402
 from hinet_deploy.export.hin_fusion import hin_reference  # noqa: E402

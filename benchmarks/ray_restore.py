@@ -21,8 +21,6 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 
 def main() -> None:
@@ -46,14 +44,14 @@ def main() -> None:
         contenders = {"single process, 1 thread": ["--threads", "1"],
                       "Ray, 1 worker x 1 thread": ["--ray", "--workers", "1"],
                       "Ray, 2 workers x 1 thread": ["--ray", "--workers", "2"]}
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
+
         seconds = {name: [] for name in contenders}
         names = list(contenders)
         for r in range(args.rounds):
             for name in names[r % 3:] + names[:r % 3]:
                 out = tmp / ("out-" + name.split(",")[0].replace(" ", "-"))
                 start = time.perf_counter()
-                subprocess.run(base + ["-o", str(out)] + contenders[name], check=True, env=env,
+                subprocess.run(base + ["-o", str(out)] + contenders[name], check=True,
                                capture_output=True)
                 seconds[name].append(time.perf_counter() - start)
         print(f"{args.photos} photos (600x400, 640x427, 512x512), demo model, ONNX Runtime, "
@@ -71,8 +69,8 @@ def main() -> None:
 
 def videos(rounds: int, frames: int = 48) -> None:
     """Whole videos against segments, 2 workers x 1 thread, in one Ray instance, alternated."""
-    from hinet_deploy.cluster import RayRuntime, restore_files
-    from hinet_deploy.restore import Job
+    from hinet_deploy.restore.cluster import RayRuntime, restore_files
+    from hinet_deploy.restore.plan import VIDEO, Job
     from hinet_deploy.runtime.video import VideoOptions
     from restore_pipeline import demo_graph, make_video
 
@@ -85,7 +83,7 @@ def videos(rounds: int, frames: int = 48) -> None:
         results = {}
         with RayRuntime(None):
             for count in (1, 2):
-                jobs = [Job(tmp / n, tmp / "out" / n) for n in ("a.mp4", "b.mp4")[:count]]
+                jobs = [Job(tmp / n, tmp / "out" / n, VIDEO) for n in ("a.mp4", "b.mp4")[:count]]
                 for r in range(rounds):
                     for split in ((False, True) if r % 2 == 0 else (True, False)):
                         start = time.perf_counter()

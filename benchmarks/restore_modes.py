@@ -20,8 +20,6 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 CONTENDERS = [("whole", None), ("grids", None), ("blend", 256), ("blend", 512), ("blend", 1024)]
 

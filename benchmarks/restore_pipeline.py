@@ -14,15 +14,12 @@ from __future__ import annotations
 import argparse
 import fractions
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 
 def demo_graph(folder: Path) -> Path:
@@ -84,7 +81,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
 
-    from hinet_deploy.restore import RestoreOptions, plan_jobs, run_restore
+    from hinet_deploy.restore.local import run_restore
+    from hinet_deploy.restore.plan import plan_jobs
+    from hinet_deploy.restore.report import RestoreOptions
     from hinet_deploy.runtime import Restorer
     from hinet_deploy.runtime.image_files import read_image_file
 

@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 from hinet_deploy.export.checkpoint import random_model  # noqa: E402
 from hinet_deploy.export.onnx_export import export_onnx  # noqa: E402

@@ -8,12 +8,8 @@ network is built strongly typed, on TensorRT 10/11 or TensorRT-RTX alike. Exits 
 engine and its sidecar ENGINE.json were written. The same command is `hinet-deploy build`.
 """
 import sys
-from pathlib import Path
 
-# Run as a script from a checkout: the repository root, not this folder, is where imports start.
-sys.path[0] = str(Path(__file__).resolve().parent.parent)
-
-from hinet_deploy.cli import main  # noqa: E402
+from hinet_deploy.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(["build", *sys.argv[1:]]))

@@ -7,12 +7,8 @@ Exits 0 only when the graph was written and matched PyTorch under ONNX Runtime. 
 is `hinet-deploy export`.
 """
 import sys
-from pathlib import Path
 
-# Run as a script from a checkout: the repository root, not this folder, is where imports start.
-sys.path[0] = str(Path(__file__).resolve().parent.parent)
-
-from hinet_deploy.cli import main  # noqa: E402
+from hinet_deploy.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(["export", *sys.argv[1:]]))

@@ -32,7 +32,7 @@ OFFICIAL_VARIANTS = {
 }
 
 # The demo denoiser shipped with the package: small width, HIN at every encoder level (11 MB, FP16
-# weights in the official BasicSR format; trained by `python -m hinet_deploy.train_demo`).
+# weights in the official BasicSR format; trained by `python -m hinet_deploy.demo.train`).
 DEMO_VARIANT = Variant("demo", HINetConfig(wf=16), "denoise (Gaussian, sigma 25)", "whole")
 DEMO_CHECKPOINT = Path(__file__).resolve().parent / "weights" / "hinet-demo-denoise.pth"
 

@@ -100,7 +100,7 @@ def test_a_worker_killed_mid_run_changes_nothing(tmp_path, small_onnx):
 
 
 def test_restore_dataset_on_a_ray_dataset(small_onnx):
-    from hinet_deploy.cluster import restore_dataset
+    from hinet_deploy.restore.cluster import restore_dataset
 
     rng = np.random.default_rng(1)
     images = [rng.integers(0, 256, (32, 48, 3), dtype=np.uint8) for _ in range(4)]
@@ -147,16 +147,16 @@ def test_one_video_on_two_workers_is_split_and_joined_exactly(tmp_path, small_on
 
 
 def test_rows_split_videos_only_when_workers_would_idle(tmp_path):
-    from hinet_deploy.cluster import _rows
-    from hinet_deploy.restore import Job
+    from hinet_deploy.restore.cluster import work_rows
+    from hinet_deploy.restore.plan import VIDEO, Job
     from test_restore import make_video
 
     for name in ("a.mp4", "b.mp4"):
         make_video(tmp_path / name, 24, keyint=12, audio=False)
-    jobs = [Job(tmp_path / n, tmp_path / "out" / n) for n in ("a.mp4", "b.mp4")]
-    assert len(_rows(jobs, workers=2, split_videos=None)) == 2  # two videos, two workers: whole
-    assert len(_rows(jobs[:1], workers=2, split_videos=None)) == 2  # one video: two segments
-    assert len(_rows(jobs[:1], workers=2, split_videos=False)) == 1
+    jobs = [Job(tmp_path / n, tmp_path / "out" / n, VIDEO) for n in ("a.mp4", "b.mp4")]
+    assert len(work_rows(jobs, workers=2, split_videos=None)) == 2  # two videos, two workers: whole
+    assert len(work_rows(jobs[:1], workers=2, split_videos=None)) == 2  # one video: two segments
+    assert len(work_rows(jobs[:1], workers=2, split_videos=False)) == 1
 
 
 def test_uris_in_and_out(tmp_path, small_onnx):

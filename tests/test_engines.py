@@ -17,7 +17,7 @@ from hinet_deploy.engines.tensorrt_module import import_tensorrt
 from hinet_deploy.engines.build import BuildOptions, Profile
 from hinet_deploy.engines.sidecar import SCHEMA, read_sidecar
 from hinet_deploy.common.errors import HinetDeployError
-from hinet_deploy.pipeline import CalibOptions, GraphRequest, build
+from hinet_deploy.build.flow import CalibOptions, GraphRequest, build
 from hinet_deploy.runtime.trt_backend import rtx_runs_on
 
 needs_rtx = pytest.mark.skipif(importlib.util.find_spec("tensorrt_rtx") is None,

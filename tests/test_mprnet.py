@@ -96,7 +96,7 @@ def test_onnx_export_is_verified_against_pytorch(tmp_path):
 def test_claims_report(tmp_path):
     """The JSON's documented fields on a small input; the MACs share at 256x256 is checked by
     counting (sizes scale MACs alike: the share does not depend on the size)."""
-    from hinet_deploy.claims import CLAIMS, measure_claims, write_outputs
+    from hinet_deploy.checks.claims import CLAIMS, measure_claims, write_outputs
 
     report = measure_claims(["sidd-0.5x"], ("pytorch", "onnxruntime"), (32, 32), repeats=1,
                             threads=1, log=lambda m: None)
@@ -117,7 +117,7 @@ def test_claims_report(tmp_path):
 
 @pytest.mark.slow
 def test_macs_shares_at_256_match_the_paper_within_one_point():
-    from hinet_deploy.claims import CLAIMS, measure_claims
+    from hinet_deploy.checks.claims import CLAIMS, measure_claims
 
     report = measure_claims(tuple(CLAIMS), (), (256, 256), repeats=1, log=lambda m: None)
     for task in report["tasks"]:

@@ -11,7 +11,7 @@ import pytest
 from hinet_deploy.engines.build import BuildOptions, Profile
 from hinet_deploy.engines.sidecar import EngineSidecar
 from hinet_deploy.common.errors import HinetDeployError
-from hinet_deploy.pipeline import CalibOptions, GraphRequest, build
+from hinet_deploy.build.flow import CalibOptions, GraphRequest, build
 from hinet_deploy.runtime import Restorer
 from hinet_deploy.runtime.trt_backend import (BufferPlan, check_shape, check_sidecar, gpu_mismatch,
                                  rtx_runs_on)

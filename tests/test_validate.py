@@ -14,9 +14,9 @@ from PIL import Image
 from conftest import REPO
 from hinet_deploy.export.checkpoint import load_checkpoint
 from hinet_deploy.export.variants import DEMO_CHECKPOINT
-from hinet_deploy.datasets import open_dataset
-from hinet_deploy.pipeline import CalibOptions, GraphRequest
-from hinet_deploy.validate import Validation
+from hinet_deploy.checks.datasets import open_dataset
+from hinet_deploy.build.flow import CalibOptions, GraphRequest
+from hinet_deploy.checks.validate import Validation
 from hinet_deploy.runtime.metrics import psnr
 
 
@@ -108,8 +108,8 @@ def test_interrupted_run_keeps_finished_images(pair_dir, tmp_path):
 
 
 def test_bench_json(tmp_path):
-    from hinet_deploy.bench import bench
-    from hinet_deploy.bench import markdown as bench_markdown
+    from hinet_deploy.checks.bench import bench
+    from hinet_deploy.checks.bench import markdown as bench_markdown
 
     req = GraphRequest(out_dir=tmp_path / "graphs",
                        calib=CalibOptions(count=2, crop=64, cache_dir=tmp_path / "cc"))
@@ -135,7 +135,7 @@ def test_bench_json(tmp_path):
 
 
 def test_bench_reports_memory_and_skips_a_size_that_would_not_fit(tmp_path, monkeypatch):
-    import hinet_deploy.bench as bench_module
+    import hinet_deploy.checks.bench as bench_module
 
     req = GraphRequest(out_dir=tmp_path / "graphs",
                        calib=CalibOptions(count=2, crop=64, cache_dir=tmp_path / "cc"))

@@ -9,6 +9,10 @@ from pathlib import Path
 
 from hinet_deploy.common.errors import HinetDeployError
 
+# Where the commands write when told nowhere else: under the directory they run in, never inside
+# the package.
+DEFAULT_OUTPUT_DIR = Path("build")
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = ".tmp"):

@@ -6,11 +6,9 @@ libtensorrt_onnxparser_rtx right after create_plugin returns, before any plugin 
     python rtx_python_plugin_probe.py GRAPH.onnx CHANNELS
 """
 import sys
-from pathlib import Path
 
 import tensorrt_rtx as trt
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from hinet_deploy.engines.plugin.hin_plugin import register  # noqa: E402
 
 register(trt)

@@ -160,7 +160,7 @@ def measure_claims(claims=tuple(CLAIMS), backends=("pytorch", "onnxruntime"), si
                    repeats: int = 5, threads: int | None = None, log=None) -> dict:
     import torch
 
-    from hinet_deploy.validate import device_name
+    from hinet_deploy.checks.validate import device_name
 
     log = log or say
     unknown = [c for c in claims if c not in CLAIMS]

@@ -1,6 +1,6 @@
 """Trains the demo denoiser shipped as export/weights/hinet-demo-denoise.pth.
 
-    python -m hinet_deploy.train_demo [-o hinet-demo-denoise.pth] [--steps 2400]
+    python -m hinet_deploy.demo.train [-o hinet-demo-denoise.pth] [--steps 2400]
 
 It sits above the stages (it uses the calibration photographs and the export stage's model).
 

@@ -12,88 +12,22 @@ retried row writes the same file again, whole, and never leaves a partial one.
 from __future__ import annotations
 
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from hinet_deploy.common.errors import HinetDeployError
 from hinet_deploy.common.lazy import require
+from hinet_deploy.common.progress import say
+from hinet_deploy.restore.files import restore_file
+from hinet_deploy.restore.plan import Job, Plan
+from hinet_deploy.restore.report import Report, RestoreOptions, prepare
+from hinet_deploy.restore.uri import download, is_uri, upload
 
 
 def _ray():
     return require("ray", "pip install 'hinet-deploy[cluster]'", "restoring with Ray")
-
-
-def is_uri(text) -> bool:
-    return isinstance(text, str) and "://" in text
-
-
-def _filesystem(uri: str):
-    """(pyarrow filesystem, path) of a URI (s3://, gs://, hdfs://, file://, ...): the filesystems
-    Ray Data itself reads and writes through."""
-    import pyarrow.fs as pafs
-
-    try:
-        return pafs.FileSystem.from_uri(uri)
-    except (ValueError, OSError) as exc:
-        raise HinetDeployError(f"cannot open {uri}: {exc}") from exc
-
-
-def output_exists(output) -> bool:
-    if not is_uri(output):
-        return Path(output).exists()
-    import pyarrow.fs as pafs
-
-    fs, path = _filesystem(output)
-    return fs.get_file_info(path).type != pafs.FileType.NotFound
-
-
-def plan_uri_jobs(inputs: list[str], output: str):
-    """The restore plan for inputs and an output given as URIs (or local paths among them): the same
-    layout as for local folders, listed through the URI's filesystem."""
-    import pyarrow.fs as pafs
-
-    from hinet_deploy.restore import NOT_RESTORABLE, Job, Plan, _kind
-
-    plan, base = Plan(), output.rstrip("/")
-    for given in inputs:
-        uri = given if is_uri(given) else Path(given).resolve().as_uri()
-        fs, root = _filesystem(uri)
-        info = fs.get_file_info(root)
-        if info.type == pafs.FileType.NotFound:
-            raise HinetDeployError(f"input {given} does not exist")
-        prefix = uri[:len(uri) - len(root.lstrip("/"))] if root.lstrip("/") else uri
-        if info.type == pafs.FileType.Directory:
-            found = fs.get_file_info(pafs.FileSelector(root, recursive=True))
-            files = sorted(f.path for f in found if f.type == pafs.FileType.File)
-            for path in files:
-                relative = path[len(root.rstrip("/")) + 1:]
-                if _kind(Path(path)) is None:
-                    plan.ignored += 1
-                else:
-                    plan.jobs.append(Job(prefix + path.lstrip("/"), f"{base}/{relative}"))
-        elif _kind(Path(root)) is None:
-            plan.failed.append((given, NOT_RESTORABLE))
-        else:
-            plan.jobs.append(Job(uri, f"{base}/{Path(root).name}"))
-    return plan
-
-
-def _download(uri: str, path: Path) -> None:
-    fs, source = _filesystem(uri)
-    with fs.open_input_stream(source) as stream:
-        path.write_bytes(stream.read())
-
-
-def _upload(path: Path, uri: str) -> None:
-    """Written under a hidden name, then moved onto the output: never a partial file under it."""
-    fs, target = _filesystem(uri)
-    parent, name = target.rsplit("/", 1)
-    fs.create_dir(parent, recursive=True)
-    partial = f"{parent}/.{name}.partial"
-    with fs.open_output_stream(partial) as stream:
-        stream.write(path.read_bytes())
-    fs.move(partial, target)
 
 
 def model_files(model: Path) -> dict[str, bytes]:
@@ -128,7 +62,7 @@ class _ModelActor:
 
 
 class FileRestorer(_ModelActor):
-    """Rows {source, output, start, end} (paths; a video segment's span, or -1): reads, restores
+    """Rows {source, output, kind, start, end} (paths; a video segment's span, or -1): reads, restores
     and writes each; returns the error per row ("" when it succeeded), as the single-process
     command reports it."""
 
@@ -137,48 +71,44 @@ class FileRestorer(_ModelActor):
         self.jpeg_quality = write_options["jpeg_quality"]
         self.video = write_options["video"]
 
-    def _one(self, source: str, output: str, start: int, end: int) -> str:
-        from hinet_deploy.runtime.image_files import read_image_file, write_image_file
-        from hinet_deploy.runtime.video import VIDEO_SUFFIXES, restore_video
-
+    def _one(self, source: str, output: str, kind: str, start: int, end: int) -> str:
+        job = Job(source, output, kind)
         if is_uri(source) or is_uri(output):
-            return self._through_local_files(source, output)
-        source, output = Path(source), Path(output)
+            return self._through_local_files(job)
         span = None if start < 0 else (start, None if end < 0 else end)
         try:
-            if source.suffix.lower() in VIDEO_SUFFIXES:
-                restore_video(source, output, self.restorer, self.video, span=span)
-            else:
-                image = read_image_file(source)
-                write_image_file(output, self.restorer(image.pixels), image, self.jpeg_quality)
+            restore_file(Job(Path(source), Path(output), kind), self.restorer, self.jpeg_quality,
+                         self.video, span=span)
         except HinetDeployError as exc:
             return str(exc)
         return ""
 
-    def _through_local_files(self, source: str, output: str) -> str:
+    def _through_local_files(self, job: Job) -> str:
         """A URI input is downloaded, a URI output uploaded, around the restore of local files (a
         local side is used where it is). URI videos are never split, so there is no span here."""
+        source, output = job.source, job.output
         with tempfile.TemporaryDirectory(prefix="hinet-deploy-row-") as tmp:
             local_in = Path(tmp) / ("in" + Path(source).suffix) if is_uri(source) else source
             local_out = Path(tmp) / ("out" + Path(output).suffix) if is_uri(output) else output
             if is_uri(source):
                 try:
-                    _download(source, local_in)
+                    download(source, local_in)
                 except OSError as exc:
                     return f"cannot read {source}: {exc}"
-            error = self._one(str(local_in), str(local_out), -1, -1)
+            error = self._one(str(local_in), str(local_out), job.kind, -1, -1)
             if error:
                 return error.replace(str(local_in), source)
             if is_uri(output):
                 try:
-                    _upload(local_out, output)
+                    upload(local_out, output)
                 except OSError as exc:
                     return f"cannot write {output}: {exc}"
         return ""
 
     def __call__(self, batch: dict) -> dict:
-        errors = [self._one(str(s), str(o), int(a), int(b)) for s, o, a, b in
-                  zip(batch["source"], batch["output"], batch["start"], batch["end"])]
+        errors = [self._one(str(s), str(o), str(k), int(a), int(b)) for s, o, k, a, b in
+                  zip(batch["source"], batch["output"], batch["kind"], batch["start"],
+                      batch["end"])]
         return {"source": batch["source"], "output": batch["output"],
                 "error": np.array(errors, dtype=object)}
 
@@ -238,7 +168,7 @@ def restore_dataset(dataset, model, *, column: str = "image", workers: int = 1,
                                **_map_options(workers, gpus_per_worker, threads_per_worker))
 
 
-def _rows(jobs, workers: int, split_videos: bool | None) -> list[dict]:
+def work_rows(jobs, workers: int, split_videos: bool | None) -> list[dict]:
     """One row per image and per video, or per keyframe-aligned segment of a video when videos are
     fewer than workers (split_videos None) or when asked (True): whole videos keep every worker
     busy without a join once there are enough of them."""
@@ -256,6 +186,7 @@ def _rows(jobs, workers: int, split_videos: bool | None) -> list[dict]:
             output = job.output if len(spans) == 1 else \
                 job.output.with_name(f".{job.output.name}.segment{i}{job.output.suffix}")
             rows.append({"source": str(job.source), "output": str(output), "final": str(job.output),
+                         "kind": job.kind,
                          "start": start if len(spans) > 1 else -1,
                          "end": -1 if end is None or len(spans) == 1 else end})
     return rows
@@ -296,7 +227,7 @@ def restore_files(jobs, model: Path, restorer_options: dict, write_options: dict
     DataContext.get_current().enable_progress_bars = not quiet
     kwargs = {**_model_kwargs(model, restorer_options, threads_per_worker),
               "write_options": write_options}
-    rows = _rows(jobs, workers, split_videos)
+    rows = work_rows(jobs, workers, split_videos)
     dataset = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 4 * workers)))
     restored = dataset.map_batches(FileRestorer, fn_constructor_kwargs=kwargs,
                                    **_map_options(workers, gpus_per_worker, threads_per_worker))
@@ -326,3 +257,35 @@ class RayRuntime:
     def __exit__(self, *exc):
         _ray().shutdown()
         return False
+
+
+@dataclass
+class RayOptions:
+    address: str | None = None  # None: start a local Ray and shut it down at the end
+    workers: int = 1
+    gpus_per_worker: float = 0
+    threads_per_worker: int = 1
+
+
+def run_restore_ray(plan: Plan, model: Path, restorer_options: dict, options: RestoreOptions,
+                    ray_options: RayOptions, log=None) -> Report:
+    """The same plan, skips, outputs and report as the local runner, on a Ray cluster."""
+    log = log or say
+    report, todo = prepare(plan, options, log)
+    if not todo:
+        return report
+    write_options = {"jpeg_quality": options.jpeg_quality, "video": options.video}
+    with RayRuntime(ray_options.address):
+        rows = restore_files(todo, model, restorer_options, write_options,
+                             workers=ray_options.workers,
+                             gpus_per_worker=ray_options.gpus_per_worker,
+                             threads_per_worker=ray_options.threads_per_worker,
+                             quiet=options.quiet)
+    by_source = {row["source"]: row for row in rows}
+    for job in todo:
+        error = by_source[str(job.source)]["error"]
+        if error:
+            report.fail(job.source, error, log)
+        else:
+            report.restored.append(job.output)
+    return report

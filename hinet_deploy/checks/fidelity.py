@@ -15,7 +15,7 @@ import numpy as np
 from hinet_deploy.calib.photos import DEMO_NOISE_SIGMA, HELD_OUT, add_gaussian_noise, load_photo
 from hinet_deploy.export.variants import DEMO_CHECKPOINT
 from hinet_deploy.common.files import atomic_path
-from hinet_deploy.pipeline import PRECISIONS, GraphRequest, precision_graphs
+from hinet_deploy.build.flow import PRECISIONS, GraphRequest, precision_graphs
 from hinet_deploy.runtime import Restorer
 from hinet_deploy.runtime.metrics import psnr, ssim
 

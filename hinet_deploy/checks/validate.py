@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from hinet_deploy.calib.photos import DEMO_NOISE_SIGMA
-from hinet_deploy.datasets import Dataset
+from hinet_deploy.checks.datasets import Dataset
 from hinet_deploy.common.files import atomic_path
 from hinet_deploy.common.progress import say
-from hinet_deploy.pipeline import GraphRequest, engines_for_checks, precision_graphs
+from hinet_deploy.build.flow import GraphRequest, engines_for_checks, precision_graphs
 from hinet_deploy.runtime import Restorer
 from hinet_deploy.runtime.metrics import psnr, ssim
 
@@ -148,8 +148,8 @@ def validate(ckpt: Path | None = None, data: Path | None = None, sigma: float = 
 
     Returns the report (as in the JSON) and its Markdown text.
     """
-    from hinet_deploy import figures
-    from hinet_deploy.datasets import open_dataset
+    from hinet_deploy.checks import figures
+    from hinet_deploy.checks.datasets import open_dataset
     from hinet_deploy.export.variants import DEMO_CHECKPOINT
 
     ckpt = Path(ckpt or DEMO_CHECKPOINT)

@@ -25,8 +25,8 @@ from hinet_deploy.export.metadata import read_metadata
 from hinet_deploy.common.files import atomic_path
 from hinet_deploy.common.progress import say
 from hinet_deploy.common.memory import PeakMemory, available_bytes, estimated_run_bytes
-from hinet_deploy.pipeline import GraphRequest, engines_for_checks, precision_graphs
-from hinet_deploy.validate import device_name
+from hinet_deploy.build.flow import GraphRequest, engines_for_checks, precision_graphs
+from hinet_deploy.checks.validate import device_name
 from hinet_deploy.runtime.backends import OnnxRuntimeBackend, TorchBackend
 from hinet_deploy.runtime.tiling import round_up
 

@@ -1,0 +1,68 @@
+"""`hinet-deploy <subcommand>`: the one CLI, thin (parse, call, print): a module per room
+(`restore`, `build` for export and build, `checks`, `demo`); export/to_onnx.py and build_trt.py call
+the same main().
+
+Errors a user can cause print as one line and exit 2; --debug shows the traceback instead.
+"""
+from __future__ import annotations
+
+import argparse
+import errno
+import sys
+
+from hinet_deploy.cli import build, checks, demo, restore
+from hinet_deploy.common.errors import HinetDeployError
+
+_WRITE_ERRNOS = {errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM}
+# Optional packages and the extra that installs each (the base install is the runtime alone).
+EXTRA_OF = {"torch": "export", "onnx": "export", "onnx_graphsurgeon": "export",
+            "skimage": "export", "matplotlib": "export", "onnxruntime": "onnxruntime",
+            "tensorrt_rtx": "trt", "cuda": "trt", "av": "video", "ray": "cluster"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from hinet_deploy import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="hinet-deploy", description="HINet from checkpoint to verified ONNX graphs and TensorRT "
+        "engines, and restoring photos and videos with them. `hinet-deploy COMMAND --help` for a "
+        "command's options and examples.")
+    parser.add_argument("--version", action="version", version=f"hinet-deploy {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (restore.add_restore, build.add_export, checks.add_macs, checks.add_claims,
+                demo.add_demo, build.add_build, checks.add_fidelity, checks.add_validate,
+                checks.add_bench):
+        add(sub)
+    return parser
+
+
+def main(argv=None, parser: argparse.ArgumentParser | None = None) -> int:
+    parser = parser or build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ModuleNotFoundError as exc:
+        extra = EXTRA_OF.get((exc.name or "").split(".")[0])
+        if extra is None or args.debug:
+            raise
+        print(f"error: `hinet-deploy {args.command}` needs {exc.name}, which is not installed: "
+              f"pip install 'hinet-deploy[{extra}]'", file=sys.stderr)
+        return 2
+    except HinetDeployError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except OSError as exc:  # the disk, not the program: full, read-only, gone
+        if args.debug or exc.filename is None:
+            raise
+        print(f"error: cannot {'write' if exc.errno in _WRITE_ERRNOS else 'use'} {exc.filename}: "
+              f"{exc.strerror}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""`hinet-deploy export` and `build` (the card's to_onnx.py and build_trt.py call these)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from hinet_deploy.cli.args import (add_int8_options, calib_options, command, named_checkpoint,
+                                   positive_int)
+from hinet_deploy.common.errors import HinetDeployError
+from hinet_deploy.common.files import (DEFAULT_OUTPUT_DIR, atomic_path, input_file, output_file,
+                                       writable_dir)
+
+LAST_EXPORT = DEFAULT_OUTPUT_DIR / "last-export.json"  # the graph `export` wrote last, for `build`
+
+
+def add_export(sub):
+    p = command(sub, "export", "checkpoint -> verified ONNX graph (dynamic batch, height, width)",
+                 "--ckpt HINet-GoPro.pth", "--ckpt demo -o build/demo.onnx",
+                 "--ckpt sidd.pth --fixed-shape 1 256 256")
+    p.add_argument("--ckpt", type=Path, default=None,
+                   help="HINet checkpoint (.pth, BasicSR or bare state dict); `demo` for the shipped "
+                        "demo model")
+    p.add_argument("-o", "--output", type=Path, default=None,
+                   help="ONNX file to write (default: build/<checkpoint name>.onnx)")
+    p.add_argument("--variant", default=None,
+                   help="official architecture to load into (default: inferred from the weights)")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset, 11 to 22 (default 17)")
+    p.add_argument("--fixed-shape", type=positive_int, nargs=3, metavar=("N", "H", "W"), default=None,
+                   help="export a static N x 3 x H x W graph instead of dynamic batch/height/width")
+    p.add_argument("--both-stages", action="store_true",
+                   help="also output the stage-1 image as `output_stage1`")
+    p.set_defaults(func=cmd_export)
+
+
+def cmd_export(args) -> int:
+    from hinet_deploy.export.checkpoint import load_checkpoint
+    from hinet_deploy.export.onnx_export import DEFAULT_OPSET, export_onnx
+    from hinet_deploy.export.variants import DEMO_CHECKPOINT
+
+    ckpt = named_checkpoint(args.ckpt, DEMO_CHECKPOINT)
+    if ckpt is None:
+        raise HinetDeployError("name the checkpoint to export: --ckpt PATH (or --ckpt demo for "
+                               "the shipped demo model)")
+    input_file(ckpt, "checkpoint")
+    out = output_file(args.output or DEFAULT_OUTPUT_DIR / f"{ckpt.stem}.onnx")
+    loaded = load_checkpoint(ckpt, args.variant)
+    report = export_onnx(loaded, out, opset=args.opset or DEFAULT_OPSET,
+                         both_stages=args.both_stages, fixed_shape=args.fixed_shape)
+    print(report.summary())
+    _record_last_export(out, ckpt)
+    return 0
+
+
+def _record_last_export(graph: Path, ckpt: Path) -> None:
+    """Where `export` wrote, so that `build` with no model named builds that graph (the card's
+    two-step flow), and says so."""
+    with atomic_path(LAST_EXPORT) as tmp:
+        tmp.write_text(json.dumps({"onnx": str(graph.resolve()), "checkpoint": str(ckpt)}) + "\n")
+
+
+def _last_export() -> Path:
+    if not LAST_EXPORT.is_file():
+        raise HinetDeployError("name the model to build: --onnx GRAPH or --ckpt CHECKPOINT (or "
+                               "--ckpt demo), or run `hinet-deploy export --ckpt ...` here first")
+    try:
+        return Path(json.loads(LAST_EXPORT.read_text())["onnx"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise HinetDeployError(f"{LAST_EXPORT} is unreadable ({exc}): name the model with --onnx "
+                               f"or --ckpt") from exc
+
+
+def add_build(sub):
+    p = command(sub, "build", "ONNX of a precision -> TensorRT engine + JSON sidecar",
+                 "--fp16                      (the graph `export` wrote last here)",
+                 "--fp16 --ckpt HINet-GoPro.pth --max 1 1088 1920",
+                 "--int8 --onnx build/gopro.onnx --calib-dir my_frames/",
+                 "--fp16 --ckpt demo --compute-capability SM86 SM89 SM120")
+    prec = p.add_mutually_exclusive_group()
+    for name, what in (("fp32", "FP32 throughout"), ("fp16", "FP16, instance norm kept in FP32"),
+                       ("int8", "INT8 Q/DQ from calibration, first/last layers in float")):
+        prec.add_argument(f"--{name}", dest="precision", action="store_const", const=name,
+                          help=what)
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--ckpt", type=Path, help="checkpoint (`demo` for the shipped demo model)")
+    src.add_argument("--onnx", type=Path, help="an FP32 graph from hinet-deploy export (default: "
+                                               "the graph `export` wrote last in this directory)")
+    p.add_argument("-o", "--output", type=Path, help="engine file (default: build/engines/<graph>.<profile>.<tensorrt>.engine)")
+    p.add_argument("--variant", help="official architecture to load the checkpoint into")
+    p.add_argument("--tensorrt", "--backend", dest="tensorrt", choices=("tensorrt", "tensorrt_rtx"),
+                   help="which TensorRT builds the engine (default: tensorrt if importable, else "
+                        "tensorrt_rtx)")
+    p.add_argument("--min", type=positive_int, nargs=3, metavar=("N", "H", "W"),
+                   help="smallest input the engine takes (default 1 64 64)")
+    p.add_argument("--opt", type=positive_int, nargs=3, metavar=("N", "H", "W"),
+                   help="input TensorRT tunes for (default 1 256 256)")
+    p.add_argument("--max", type=positive_int, nargs=3, metavar=("N", "H", "W"),
+                   help="largest input (default 4 1024 1024; H and W multiples of 16)")
+    p.add_argument("--workspace-mb", type=positive_int, default=None,
+                   help="cap on TensorRT's scratch memory per layer, in MB (default: no cap, "
+                        "TensorRT's own default of the GPU's memory; a low cap can rule out every "
+                        "tactic of a layer)")
+    p.add_argument("--timing-cache", type=Path,
+                   help="full TensorRT's timing cache file (default: beside the engine)")
+    p.add_argument("--compute-capability", nargs="+", default=(), metavar="SMxx",
+                   help="TensorRT-RTX targets, e.g. SM86 SM89")
+    p.add_argument("--io-fp16", action="store_true", help="FP16 engine inputs and outputs")
+    p.add_argument("--hin-plugin", action="store_true",
+                   help="fold each HIN block into the fused plugin (falls back, saying why, where "
+                        "the backend cannot host it)")
+    p.add_argument("--calib-dir", type=Path, help="INT8: folder of calibration images")
+    p.add_argument("--calib-count", type=positive_int, default=32, help="INT8: number of crops")
+    p.add_argument("--calib-crop", type=positive_int, default=256, help="INT8: crop size")
+    p.add_argument("--calib-mode", choices=("random", "grid"), default="random",
+                   help="INT8: crops at random positions, or a regular grid (default random)")
+    add_int8_options(p)
+    p.add_argument("--verbose", action="store_true", help="show the backend's log")
+    p.set_defaults(func=cmd_build, precision=None)
+
+
+def cmd_build(args) -> int:
+    from hinet_deploy.engines.build import BuildOptions, Profile
+    from hinet_deploy.export.variants import DEMO_CHECKPOINT
+    from hinet_deploy.build.flow import GraphRequest, build
+
+    if args.precision is None:
+        raise HinetDeployError("choose a precision: --fp32, --fp16 or --int8")
+    _check_build_inputs(args)
+    defaults = Profile()
+    profile = Profile(tuple(args.min or defaults.min), tuple(args.opt or defaults.opt),
+                      tuple(args.max or defaults.max))
+    calib = calib_options(args, folder=args.calib_dir, count=args.calib_count,
+                           crop=args.calib_crop, mode=args.calib_mode)
+    ckpt, onnx_path = named_checkpoint(args.ckpt, DEMO_CHECKPOINT), args.onnx
+    if ckpt is None and onnx_path is None:
+        onnx_path = _last_export()
+        print(f"building from {onnx_path}, the graph `hinet-deploy export` wrote last here",
+              flush=True)
+    req = GraphRequest(ckpt=ckpt, onnx=onnx_path, variant=args.variant,
+                       precision=args.precision, io_fp16=args.io_fp16, calib=calib,
+                       hin_plugin=args.hin_plugin)
+    if args.output is not None:
+        req.out_dir = args.output.parent
+    writable_dir(req.out_dir, "engine folder")
+    options = BuildOptions(profile, args.workspace_mb, args.timing_cache,
+                           tuple(args.compute_capability))
+    engine, sidecar = build(req, args.output, args.tensorrt, options, args.verbose)
+    print(f"wrote {engine} ({sidecar.facts['engine_bytes'] / 2**20:.1f} MB, {sidecar.tensorrt} "
+          f"{sidecar.tensorrt_version}, {sidecar.precision}, built in "
+          f"{sidecar.facts['build_seconds']} s) and {engine.name}.json")
+    return 0
+
+
+def _check_build_inputs(args) -> None:
+    """Everything a build reads and writes, checked before its long work starts."""
+    from hinet_deploy.export.metadata import read_graph_metadata
+
+    if args.precision != "int8" and args.calib_dir is not None:
+        raise HinetDeployError(f"--calib-dir is for --int8 (calibration); an --{args.precision} "
+                               f"build uses no calibration images")
+    if args.calib_dir is not None and not args.calib_dir.is_dir():
+        raise HinetDeployError(f"calibration folder {args.calib_dir} "
+                               + ("is not a folder" if args.calib_dir.exists() else "does not exist"))
+    if args.onnx is not None:
+        read_graph_metadata(args.onnx)
+    elif args.ckpt is not None and str(args.ckpt) != "demo":
+        input_file(args.ckpt, "checkpoint")
+    if args.output is not None:
+        output_file(args.output)

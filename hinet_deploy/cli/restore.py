@@ -1,0 +1,115 @@
+"""`hinet-deploy restore`: parse, plan, run locally or on Ray, print the summary."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from hinet_deploy.cli.args import command, positive_int
+from hinet_deploy.common.errors import HinetDeployError
+from hinet_deploy.common.files import input_file, writable_dir
+
+
+def add_restore(sub):
+    from hinet_deploy.runtime.image_files import DEFAULT_JPEG_QUALITY
+    from hinet_deploy.runtime.tiling import DEFAULT_MODE, DEFAULT_OVERLAP, DEFAULT_TILE, MODES
+    from hinet_deploy.runtime.video import DEFAULT_CODEC, DEFAULT_CRF
+
+    p = command(sub, "restore", "restore photos, folders and videos with a model (.pth, .onnx, "
+                 ".engine)",
+                 "holiday/ -o restored/ --model build/gopro.onnx",
+                 "clip.mp4 -o out/ --model build/engines/gopro.fp16....engine --crf 16",
+                 "scan.tif photo.jpg -o out/ --model sidd.pth --mode blend --tile 512",
+                 "dashcam/ -o clean/ --model derain.onnx --codec h264_nvenc --overwrite")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="image files, folders (recursive; the output mirrors their layout) and "
+                        "videos (anything FFmpeg decodes); with --ray also URIs (s3://, gs://, ...)")
+    p.add_argument("-o", "--output", required=True,
+                   help="folder to write into (same file names; made if missing); with --ray also "
+                        "a URI")
+    p.add_argument("--model", type=Path, required=True,
+                   help="what the Restorer opens: a checkpoint (.pth), ONNX graph or engine")
+    p.add_argument("--mode", choices=MODES, default=DEFAULT_MODE,
+                   help=f"blended tiles, the official 256 grids, or the whole image at once "
+                        f"(default {DEFAULT_MODE}: the best measured quality and least memory; "
+                        f"README)")
+    p.add_argument("--tile", type=positive_int, default=None,
+                   help=f"tile size in pixels for --mode blend (a multiple of 16; default "
+                        f"{DEFAULT_TILE})")
+    p.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP,
+                   help=f"blend: pixels neighbouring tiles share (default {DEFAULT_OVERLAP})")
+    p.add_argument("--memory-budget-mb", type=positive_int, default=None,
+                   help="an image whose whole-image run would need more host memory than this is "
+                        "restored in blend tiles instead (default: 60%% of the memory available)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="restore again where the output exists (default: skip it)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--jpeg-quality", type=positive_int, default=DEFAULT_JPEG_QUALITY,
+                   help=f"JPEG and WebP outputs (default {DEFAULT_JPEG_QUALITY})")
+    p.add_argument("--codec", default=DEFAULT_CODEC,
+                   help=f"video encoder, FFmpeg's name: libx264, libx265, libsvtav1, h264_nvenc, "
+                        f"hevc_nvenc, ... (default {DEFAULT_CODEC})")
+    p.add_argument("--crf", type=int, default=DEFAULT_CRF,
+                   help=f"video quality, lower is better, 0 lossless (CRF; NVENC's cq) "
+                        f"(default {DEFAULT_CRF})")
+    p.add_argument("--preset", default=None, help="encoder preset (e.g. slow, medium, p5)")
+    p.add_argument("--pix-fmt", default=None,
+                   help="video pixel format (default yuv420p; yuv420p10le for deeper sources)")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="CPU threads of ONNX Runtime (default: all)")
+    p.add_argument("--ray", action="store_true",
+                   help="restore on a Ray cluster (the `cluster` extra): the same inputs, outputs "
+                        "and exit codes")
+    p.add_argument("--ray-address", default=None,
+                   help="with --ray: the cluster (e.g. ray://head:10001, or auto); default: start "
+                        "a local Ray here and stop it at the end")
+    p.add_argument("--workers", type=positive_int, default=1,
+                   help="with --ray: actors, each holding one model (default 1)")
+    p.add_argument("--gpus-per-worker", type=float, default=0,
+                   help="with --ray: GPUs per actor (1 for one engine per GPU; default 0)")
+    p.add_argument("--threads-per-worker", type=positive_int, default=1,
+                   help="with --ray: CPU threads per actor (default 1)")
+    p.set_defaults(func=cmd_restore)
+
+
+def _restore_plan(args):
+    from hinet_deploy.restore.plan import plan_jobs
+    from hinet_deploy.restore.uri import is_uri
+
+    uris = any(is_uri(text) for text in [*args.inputs, args.output])
+    if uris and not args.ray:
+        raise HinetDeployError("filesystem URIs (s3://, gs://, ...) are read and written by "
+                               "the Ray workers: add --ray")
+    if not is_uri(args.output):
+        writable_dir(Path(args.output), "-o")
+    return plan_jobs(args.inputs, args.output)
+
+
+def cmd_restore(args) -> int:
+    from hinet_deploy.common.progress import say as log
+    from hinet_deploy.restore.report import RestoreOptions, summary
+    from hinet_deploy.runtime import Restorer
+    from hinet_deploy.runtime.video import VideoOptions, check_encoder
+
+    input_file(args.model, "model")
+    plan = _restore_plan(args)
+    video = VideoOptions(codec=args.codec, crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt)
+    if any(job.is_video for job in plan.jobs):
+        check_encoder(args.codec)
+    extra = {"threads": args.threads} if args.threads else {}
+    options = RestoreOptions(args.overwrite, args.quiet, args.jpeg_quality, video)
+    restorer_options = {"mode": args.mode, "tile": args.tile, "overlap": args.overlap,
+                        "memory_budget_mb": args.memory_budget_mb}
+    if args.ray:
+        from hinet_deploy.restore.cluster import RayOptions, run_restore_ray
+
+        if args.ray_address is None:  # local: a bad model is one line here, not in every actor
+            Restorer(args.model, **restorer_options, **extra).close()
+        ray_options = RayOptions(args.ray_address, args.workers, args.gpus_per_worker,
+                                 args.threads_per_worker)
+        report = run_restore_ray(plan, args.model, restorer_options, options, ray_options, log)
+    else:
+        from hinet_deploy.restore.local import run_restore
+
+        with Restorer(args.model, on_tiling=log, **restorer_options, **extra) as restorer:
+            report = run_restore(plan, restorer, options, log)
+    print(summary(report, plan))
+    return 1 if report.failed else 0

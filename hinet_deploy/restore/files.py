@@ -1,0 +1,36 @@
+"""One input restored into its output, the steps both runners use: read, restore, write for an
+image, decode-restore-encode for a video (optionally one span of it)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from hinet_deploy.common.errors import HinetDeployError
+from hinet_deploy.restore.plan import Job
+from hinet_deploy.runtime.image_files import read_image_file, write_image_file
+from hinet_deploy.runtime.video import VideoOptions, restore_video
+
+
+def read_image(job: Job):
+    """(job, the image file, None) or (job, None, why it cannot be read)."""
+    try:
+        return job, read_image_file(job.source), None
+    except HinetDeployError as exc:
+        return job, None, str(exc)
+
+
+def write_image(job: Job, pixels, image, jpeg_quality: int) -> None:
+    write_image_file(job.output, pixels, image, jpeg_quality)
+
+
+def restore_file(job: Job, restorer, jpeg_quality: int, video: VideoOptions, span=None,
+                 **progress) -> int:
+    """Restores one local input into its output; returns the frames restored (0 for an image).
+    `progress`: restore_video's on_frame and total callbacks."""
+    if job.is_video:
+        return restore_video(Path(job.source), Path(job.output), restorer, video, span=span,
+                             **progress).frames
+    _, image, error = read_image(job)
+    if error is not None:
+        raise HinetDeployError(error)
+    write_image(job, restorer(image.pixels), image, jpeg_quality)
+    return 0

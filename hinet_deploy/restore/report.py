@@ -1,0 +1,62 @@
+"""What a restore was asked to do beyond the plan (options) and what it did (the report), the same
+for both runners."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hinet_deploy.restore.plan import Job, Plan
+from hinet_deploy.restore.uri import exists
+from hinet_deploy.runtime.image_files import DEFAULT_JPEG_QUALITY
+from hinet_deploy.runtime.video import VideoOptions
+
+NAMED_IGNORED = 3  # ignored files named in the summary; the rest are counted
+
+
+@dataclass
+class RestoreOptions:
+    overwrite: bool = False
+    quiet: bool = False
+    jpeg_quality: int = DEFAULT_JPEG_QUALITY
+    video: VideoOptions = field(default_factory=VideoOptions)
+
+
+@dataclass
+class Report:
+    restored: list[Path | str] = field(default_factory=list)
+    skipped: int = 0
+    failed: list[tuple[Path | str, str]] = field(default_factory=list)
+    frames: int = 0
+
+    def fail(self, source, error: str, log) -> None:
+        """An input that could not be restored: listed at the end, and said as it happens."""
+        self.failed.append((source, error))
+        log(f"failed: {source}: {error}")
+
+
+def prepare(plan: Plan, options: RestoreOptions, log) -> tuple[Report, list[Job]]:
+    """The report so far (inputs known bad, named) and the jobs to run (outputs that exist are
+    skipped unless options.overwrite)."""
+    report = Report()
+    for path, error in plan.failed:
+        report.fail(path, error, log)
+    todo = [j for j in plan.jobs if options.overwrite or not exists(j.output)]
+    report.skipped = len(plan.jobs) - len(todo)
+    return report, todo
+
+
+def summary(report: Report, plan: Plan) -> str:
+    parts = [f"restored {len(report.restored)}"]
+    if report.frames:
+        parts[0] += f" ({report.frames} video frames)"
+    if report.skipped:
+        parts.append(f"skipped {report.skipped} whose output exists (--overwrite to redo them)")
+    if plan.ignored:
+        named = ", ".join(str(p) for p in plan.ignored[:NAMED_IGNORED])
+        more = len(plan.ignored) - NAMED_IGNORED
+        parts.append(f"ignored {len(plan.ignored)} files that are neither images nor videos "
+                     f"({named}{f' and {more} more' if more > 0 else ''})")
+    if report.failed:
+        parts.append(f"{len(report.failed)} failed: "
+                     + "; ".join(f"{path} ({error})" for path, error in report.failed))
+    return ", ".join(parts)
