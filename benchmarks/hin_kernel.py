@@ -4,7 +4,7 @@
 
 For each shape (the HIN blocks of HINet at 256x256 and 1280x720, plus odd sizes) and each of FP32 and
 FP16 it
-- launches the kernel exactly as the TensorRT plugin does (engines.plugin.hin_plugin._Kernel: NVRTC
+- launches the kernel exactly as the TensorRT plugin does (engines.plugin.hin_plugin.HinKernel: NVRTC
   for this GPU, cuda-python launch) and compares it with the numpy oracle (export.hin_fusion);
 - times it (splits 0: one block per plane cached in shared memory; n: each plane over n blocks)
   against PyTorch's unfused chain on the same GPU (chunk -> instance_norm with affine ->
@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 
-from hinet_deploy.engines.plugin.hin_plugin import _Kernel, launch_plan, workspace_bytes  # noqa: E402
+from hinet_deploy.engines.plugin.hin_plugin import HinKernel, launch_plan, workspace_bytes  # noqa: E402
 from hinet_deploy.export.hin_fusion import hin_reference  # noqa: E402
 
 EPS, SLOPE = 1e-5, 0.2
@@ -74,7 +74,7 @@ def main(argv=None) -> int:
         n, c, h, w = shape
         gamma = rng.normal(1, 0.3, c // 2).astype(np.float32)
         beta = rng.normal(0, 0.3, c // 2).astype(np.float32)
-        kernel = _Kernel(gamma, beta)
+        kernel = HinKernel(gamma, beta)
         for dtype in (np.float32, np.float16):
             host = rng.normal(0.5, 3.0, shape).astype(dtype)
             x = torch.from_numpy(host).cuda()

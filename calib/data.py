@@ -17,6 +17,7 @@ import numpy as np
 from hinet_deploy.calib.photos import DEMO_NOISE_SIGMA, TRAIN, add_gaussian_noise, load_photo
 from hinet_deploy.common.errors import HinetDeployError
 from hinet_deploy.common.progress import progress_bar, say
+from hinet_deploy.export.metadata import INPUT_NAME
 
 DEFAULT_CROP = 256  # the official test crop; also the engines' default optimisation shape
 DEFAULT_COUNT = 32  # crops; ORT's entropy calibration histograms settle well before this (README)
@@ -114,7 +115,7 @@ def make_crops(images: dict[str, np.ndarray], crop: int = DEFAULT_CROP, count: i
 class CalibrationReader:
     """onnxruntime's CalibrationDataReader protocol over a CalibrationSet, with a progress bar."""
 
-    def __init__(self, calib: CalibrationSet, batch: int = 1, input_name: str = "input",
+    def __init__(self, calib: CalibrationSet, batch: int = 1, input_name: str = INPUT_NAME,
                  progress: bool = True):
         self.calib, self.batch, self.input_name = calib, batch, input_name
         self.position, self.end = 0, len(calib.crops)

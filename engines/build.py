@@ -59,6 +59,27 @@ class BuildOptions:
     compute_capabilities: tuple[str, ...] = ()  # TensorRT-RTX only: e.g. ("SM86", "SM89")
 
 
+def engine_name(graph: Path, trt_module: TensorRtModule, options: BuildOptions) -> str:
+    """An engine's file name says what went into it (graph and precision, profile, TensorRT module
+    and version, targets), so builds with other options never overwrite each other."""
+    p = options.profile
+    shapes = "_".join("x".join(map(str, s)) for s in (p.min, p.opt, p.max))
+    targets = "".join(f"-{cc.lower()}" for cc in options.compute_capabilities)
+    return (f"{graph.name.removesuffix('.onnx')}.{shapes}.{trt_module.name}-"
+            f"{trt_module.version}{targets}.engine")
+
+
+def new_sidecar(trt_module: TensorRtModule, options: BuildOptions, precision: str,
+                size_multiple: int, hin_plugin: bool, facts: dict) -> EngineSidecar:
+    """The sidecar of an engine about to be built; build_engine completes it with the network's
+    tensors and the build's own facts."""
+    return EngineSidecar(
+        tensorrt=trt_module.name, tensorrt_version=trt_module.version, precision=precision,
+        profile=options.profile.as_dict(), size_multiple=size_multiple,
+        compute_capabilities=tuple(options.compute_capabilities), hin_plugin=hin_plugin,
+        facts={"workspace_mb": options.workspace_mb, **facts})
+
+
 def _parse(trt_module: TensorRtModule, builder, onnx_path: Path, logger):
     trt = trt_module.module
     network = builder.create_network(trt_module.network_flags())

@@ -15,6 +15,7 @@ from pathlib import Path
 from hinet_deploy.common.errors import HinetDeployError
 from hinet_deploy.common.files import atomic_path
 from hinet_deploy.common.limits import HINET_SIZE_MULTIPLE
+from hinet_deploy.export.metadata import INPUT_NAME, OUTPUT_NAME
 
 SCHEMA = 2  # 1: the unversioned sidecar of hinet-deploy 0.1 (read, converted on the fly)
 PATH_FACTS = ("onnx", "hin_graph", "timing_cache", "calibration_cache")  # stored relative
@@ -26,8 +27,8 @@ class EngineSidecar:
     tensorrt_version: str
     precision: str
     profile: dict  # {"min": [N, 3, H, W], "opt": [...], "max": [...]}
-    inputs: tuple[str, ...] = ("input",)
-    outputs: tuple[str, ...] = ("output",)
+    inputs: tuple[str, ...] = (INPUT_NAME,)
+    outputs: tuple[str, ...] = (OUTPUT_NAME,)
     size_multiple: int = HINET_SIZE_MULTIPLE
     compute_capabilities: tuple[str, ...] = ()  # TensorRT-RTX build targets; () = the build GPU
     hin_plugin: bool = False  # the engine holds fused HIN plugin layers
@@ -74,7 +75,7 @@ def _from_schema_1(data: dict) -> dict:
              "size_multiple", "compute_capabilities", "hin_plugin"}
     return {"tensorrt": data.get("backend"), "tensorrt_version": data.get("backend_version"),
             "precision": data.get("precision"), "profile": (data.get("profiles") or [None])[0],
-            "inputs": [data.get("input", "input")], "outputs": [data.get("output", "output")],
+            "inputs": [data.get("input", INPUT_NAME)], "outputs": [data.get("output", OUTPUT_NAME)],
             "size_multiple": data.get("size_multiple", HINET_SIZE_MULTIPLE),
             "compute_capabilities": data.get("compute_capabilities", []),
             "hin_plugin": bool(data.get("hin_plugin")), "schema": 1,

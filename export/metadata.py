@@ -13,6 +13,11 @@ from hinet_deploy.common.errors import HinetDeployError
 from hinet_deploy.common.files import input_file
 
 PREFIX = "hinet."
+# The tensor names of every exported graph, its engines and sidecars: one image in, the restored
+# image out (and the stage-1 image with --both-stages).
+INPUT_NAME = "input"
+OUTPUT_NAME = "output"
+STAGE1_OUTPUT_NAME = "output_stage1"
 
 
 def write_metadata(model, facts: Mapping[str, str]) -> None:

@@ -30,6 +30,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from hinet_deploy.common.errors import HinetDeployError
+from hinet_deploy.export.metadata import INPUT_NAME, OUTPUT_NAME
 
 SIZE_MULTIPLE = 8
 # Kept in float in INT8 graphs, as HINet's image-facing layers are: the convolutions that read the
@@ -293,10 +294,10 @@ def export_mprnet_onnx(net: MPRNet, path, height: int, width: int, opset: int = 
     wrapper = _FinalImage(net.eval())
     x = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(0))
     with atomic_path(path) as tmp, torch.no_grad():
-        torch.onnx.export(wrapper, x, str(tmp), opset_version=opset, input_names=["input"],
-                          output_names=["output"], dynamo=False)
+        torch.onnx.export(wrapper, x, str(tmp), opset_version=opset, input_names=[INPUT_NAME],
+                          output_names=[OUTPUT_NAME], dynamo=False)
         got = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"]).run(
-            None, {"input": x.numpy()})[0]
+            None, {INPUT_NAME: x.numpy()})[0]
         diff = float(np.abs(got - wrapper(x).numpy()).max())
         if not diff <= tolerance:
             raise HinetDeployError(f"MPRNet's ONNX output differs from PyTorch by {diff:.3g} "

@@ -21,7 +21,7 @@ from hinet_deploy.export.model import RestorationOutput
 from hinet_deploy.common.errors import HinetDeployError
 from hinet_deploy.common.progress import say
 from hinet_deploy.common.files import atomic_path, file_sha256
-from hinet_deploy.export.metadata import write_metadata
+from hinet_deploy.export.metadata import INPUT_NAME, OUTPUT_NAME, STAGE1_OUTPUT_NAME, write_metadata
 
 DEFAULT_OPSET = 17  # chunk exports as two Slice nodes, the pattern hin_fusion folds; TensorRT 10 parses it
 OPSETS = range(11, 23)  # every opset from 11 to 22 exports and verifies (measured with torch 2.13)
@@ -64,16 +64,16 @@ def _metadata(loaded: LoadedModel, sha256: str, both_stages: bool) -> dict[str, 
 
 
 def _trace_to_onnx(wrapper, path: Path, shape, opset: int, dynamic: bool, both_stages: bool):
-    outputs = ["output_stage1", "output"] if both_stages else ["output"]
+    outputs = [STAGE1_OUTPUT_NAME, OUTPUT_NAME] if both_stages else [OUTPUT_NAME]
     axes = {0: "batch", 2: "height", 3: "width"}
-    dynamic_axes = {name: axes for name in ["input", *outputs]} if dynamic else None
+    dynamic_axes = {name: axes for name in [INPUT_NAME, *outputs]} if dynamic else None
     with warnings.catch_warnings():
         # The exporter warns that instance norm follows training mode; the net is in eval mode and
         # InstanceNorm uses per-input statistics either way (no running stats).
         warnings.simplefilter("ignore")
         try:
             torch.onnx.export(wrapper, (torch.rand(*_nchw(shape)),), str(path), dynamo=False,
-                              opset_version=opset, input_names=["input"], output_names=outputs,
+                              opset_version=opset, input_names=[INPUT_NAME], output_names=outputs,
                               dynamic_axes=dynamic_axes, do_constant_folding=True)
         except Exception as exc:  # the exporter raises many types; all mean "cannot export this"
             raise HinetDeployError(f"ONNX export failed at opset {opset}: {exc}") from exc
@@ -98,7 +98,7 @@ def verify_against_torch(onnx_path: Path, wrapper, shapes, tolerance: float, see
         with torch.no_grad():
             expected = wrapper(x)
         expected = expected if isinstance(expected, tuple) else (expected,)
-        got = session.run(None, {"input": x.numpy()})
+        got = session.run(None, {INPUT_NAME: x.numpy()})
         key = "x".join(map(str, shape))
         diffs[key] = max(float(np.abs(g - e.numpy()).max()) for g, e in zip(got, expected))
         if not diffs[key] <= tolerance:  # also catches NaN

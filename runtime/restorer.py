@@ -11,7 +11,6 @@ on the same device, converted and tiled there (runtime.device). Backends that ru
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
@@ -34,27 +33,30 @@ def _amount(mb: float) -> str:
 
 
 class Restorer:
-    """Runs a HINet graph (or checkpoint) over images, handling size, type and tiling.
+    """Runs a HINet graph (or checkpoint, or engine) over images, handling size, type and tiling.
 
-    mode: "whole" (default) pads to the size multiple and runs the image at once; "grids" is the
-    official 256-crop averaging that reproduces published metrics; "blend" runs overlapping tiles
-    blended with smooth weights, for images too large to run whole.
+    backend: a name from runtime.backends.BACKENDS; default: the model file's suffix decides.
+    mode: "blend" (default) runs overlapping tiles (`tile`, default 256) blended with smooth
+    weights: the best measured quality and, from 2x the tile size up, the least memory; "grids" is
+    the official 256-crop averaging that reproduces published metrics; "whole" pads to the size
+    multiple and runs the image at once.
+    Other keyword options go to the backend (ONNX Runtime's `threads`, PyTorch's `device`, ...).
     """
 
-    def __init__(self, model_path, *, mode: str = DEFAULT_MODE, tile: int | None = None,
+    def __init__(self, model_path, *, backend: str | None = None, mode: str = DEFAULT_MODE,
+                 tile: int | None = None,
                  overlap: int = DEFAULT_OVERLAP, batch: int = DEFAULT_BATCH,
                  memory_budget_mb: float | None = None,
                  on_tiling: Callable[[str], None] | None = None, **backend_options):
         if batch < 1:
             raise HinetDeployError(f"batch must be at least 1, not {batch}")
-        if mode != "whole" and isinstance(model_path, (str, Path)) and \
-                str(model_path).lower().endswith(".onnx"):
-            # Tiled modes exist to bound memory: trade ORT's arena for a lower peak.
-            backend_options.setdefault("memory_arena", False)
-        # A path picks its backend by file type; an object with run() and limits (one of
-        # runtime.backends, or the caller's own: runtime.backends.Backend) is used as it is.
-        self.backend = model_path if hasattr(model_path, "run") else \
-            open_backend(model_path, **backend_options)
+        if hasattr(model_path, "run"):
+            # An object with run() and limits (the caller's own runtime.backends.Backend) is used
+            # as it is.
+            self.backend = model_path
+        else:
+            self.backend = open_backend(model_path, backend, tiled=mode != "whole",
+                                        **backend_options)
         limits = getattr(self.backend, "limits", None)
         if not isinstance(limits, SizeLimits):
             raise HinetDeployError(f"{type(self.backend).__name__} has no `limits` "

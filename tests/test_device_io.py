@@ -192,12 +192,12 @@ PROFILE = {"min": [1, 3, 16, 16], "opt": [1, 3, 64, 64], "max": [4, 3, 128, 128]
 
 def _runner(half=False, capture=False):
     pytest.importorskip("cupy")
-    from hinet_deploy.runtime.trt_backend import EngineIO, EngineRunner, _Cuda
+    from hinet_deploy.runtime.backends.tensorrt import CudaDevice, EngineIO, EngineRunner
 
     dtype = np.dtype(np.float16 if half else np.float32)
     context = _StandInContext(half)
     io = EngineIO("input", ("output",), "output", {"input": dtype, "output": dtype})
-    return EngineRunner(_Cuda(0), context, io, PROFILE, capture=capture), context
+    return EngineRunner(CudaDevice(0), context, io, PROFILE, capture=capture), context
 
 
 @pytest.mark.gpu
@@ -223,7 +223,7 @@ def test_runner_numpy_and_zero_copy_paths(half):
 @pytest.mark.skipif(not _cuda(), reason="needs a CUDA GPU")
 def test_runner_keeps_a_bounded_number_of_graphs():
     """Whole images of many sizes: the graphs kept stay at MAX_CUDA_GRAPHS, the most recent ones."""
-    from hinet_deploy.runtime.trt_backend import MAX_CUDA_GRAPHS
+    from hinet_deploy.runtime.backends.tensorrt import MAX_CUDA_GRAPHS
 
     runner, _ = _runner(capture=True)
     rng = np.random.default_rng(3)

@@ -26,7 +26,7 @@ from hinet_deploy.export.checkpoint import load_checkpoint
 from hinet_deploy.export.hin_fusion import fold_hin_blocks
 from hinet_deploy.export.hin_spec import PLUGIN_DOMAIN, PLUGIN_VERSION
 from hinet_deploy.export.onnx_export import export_onnx
-from hinet_deploy.runtime.trt_backend import io_from_names
+from hinet_deploy.runtime.backends.tensorrt import io_from_names
 
 needs_rtx = pytest.mark.skipif(importlib.util.find_spec("tensorrt_rtx") is None,
                                reason="needs tensorrt-rtx (pip install 'hinet-deploy[trt]')")

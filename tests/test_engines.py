@@ -18,7 +18,7 @@ from hinet_deploy.engines.build import BuildOptions, Profile
 from hinet_deploy.engines.sidecar import SCHEMA, read_sidecar
 from hinet_deploy.common.errors import HinetDeployError
 from hinet_deploy.build.flow import CalibOptions, GraphRequest, build
-from hinet_deploy.runtime.trt_backend import rtx_runs_on
+from hinet_deploy.engines.targets import rtx_runs_on
 
 needs_rtx = pytest.mark.skipif(importlib.util.find_spec("tensorrt_rtx") is None,
                                reason="tensorrt_rtx is not installed (pip install tensorrt-rtx)")

@@ -133,14 +133,14 @@ def test_kernel_matches_reference_on_gpu(dtype, tol, shape):
     both the shared-memory and the split path (H*W not a multiple of the block size included)."""
     import cupy as cp
 
-    from hinet_deploy.engines.plugin.hin_plugin import _Kernel, workspace_bytes
+    from hinet_deploy.engines.plugin.hin_plugin import HinKernel, workspace_bytes
 
     rng = np.random.default_rng(2)
     c = shape[1]
     x = rng.normal(0.5, 3.0, shape).astype(dtype)
     gamma = rng.normal(1, 0.3, c // 2).astype(np.float32)
     beta = rng.normal(0, 0.3, c // 2).astype(np.float32)
-    kernel = _Kernel(gamma, beta)
+    kernel = HinKernel(gamma, beta)
     d_x, d_y = cp.asarray(x), cp.empty(shape, dtype)
     workspace = cp.empty(max(workspace_bytes(shape), 4), cp.uint8)
     kernel.launch(dtype, shape, d_x.data.ptr, d_y.data.ptr, 1e-5, 0.2,

@@ -13,8 +13,8 @@ from hinet_deploy.engines.sidecar import EngineSidecar
 from hinet_deploy.common.errors import HinetDeployError
 from hinet_deploy.build.flow import CalibOptions, GraphRequest, build
 from hinet_deploy.runtime import Restorer
-from hinet_deploy.runtime.trt_backend import (BufferPlan, check_shape, check_sidecar, gpu_mismatch,
-                                 rtx_runs_on)
+from hinet_deploy.engines.targets import gpu_mismatch, rtx_runs_on
+from hinet_deploy.runtime.backends.tensorrt import BufferPlan, check_shape, check_sidecar
 
 needs_rtx = pytest.mark.skipif(importlib.util.find_spec("tensorrt_rtx") is None,
                                reason="tensorrt_rtx is not installed")

@@ -125,7 +125,7 @@ def test_bench_json(tmp_path):
         assert r["macs_paper_per_image"] > r["macs_per_image"] > 0
     assert report["device"].startswith("CPU")
     # Engines: run where they can; here, each precision's row says why not (no fixed list).
-    from hinet_deploy.runtime.trt_backend import engines_unavailable
+    from hinet_deploy.engines.targets import engines_unavailable
 
     reason = engines_unavailable()
     if reason is not None:

@@ -6,7 +6,7 @@ kernel (hin_leaky.cu) is compiled with NVRTC for the GPU it runs on and launched
 The classes are made for whichever TensorRT module is given (`tensorrt` or `tensorrt_rtx`).
 
 Status: build-time methods and field (de)serialisation are tested on a CPU; the kernels, compiled
-by NVRTC and launched through `_Kernel` as enqueue does, were checked against the numpy oracle on an
+by NVRTC and launched through `HinKernel` as enqueue does, were checked against the numpy oracle on an
 H100 (benchmarks/hin_kernel.py, tests/test_hin_fusion.py). Never run inside an engine: TensorRT-RTX
 1.7 aborts on any Python plugin and does not run on Hopper, and full TensorRT is not installable
 here (README).
@@ -162,7 +162,7 @@ def _check(result):
     return rest[0] if rest else None
 
 
-class _Kernel:
+class HinKernel:
     """One plugin's device copies of gamma/beta, and its launches of the device's kernels."""
 
     def __init__(self, gamma: np.ndarray, beta: np.ndarray):
@@ -280,7 +280,7 @@ def plugin_classes(trt):
 
         def enqueue(self, input_desc, output_desc, inputs, outputs, workspace, stream):
             if self.kernel is None:
-                self.kernel = _Kernel(self.fields["gamma"], self.fields["beta"])
+                self.kernel = HinKernel(self.fields["gamma"], self.fields["beta"])
             self.kernel.launch(self.dtype, self.shape, inputs[0], outputs[0],
                                float(self.fields["epsilon"][0]),
                                float(self.fields["negative_slope"][0]), stream, workspace)

@@ -14,6 +14,7 @@ from hinet_deploy.export.checkpoint import load_checkpoint
 from hinet_deploy.common.files import file_sha256
 from hinet_deploy.common.progress import say
 from hinet_deploy.common.limits import HINET_SIZE_MULTIPLE
+from hinet_deploy.engines.plugin.support import plugin_support, register_plugin
 from hinet_deploy.engines.sidecar import EngineSidecar
 from hinet_deploy.export.metadata import read_graph_metadata
 from hinet_deploy.export.onnx_export import export_onnx
@@ -112,15 +113,6 @@ def precision_graphs(req: GraphRequest, precisions=PRECISIONS):
         yield precision, graph
 
 
-def plugin_support(backend) -> str | None:
-    """None where the backend can host the fused HIN plugin, else why not."""
-    if backend.name == "tensorrt_rtx":
-        # Re-checked by tests/test_engines.py::test_rtx_python_plugin_abort_is_still_there.
-        return ("TensorRT-RTX 1.7 cannot host a Python IPluginV3 plugin: its ONNX parser calls "
-                "std::terminate right after the plugin is created, even for a minimal plugin")
-    return None  # full TensorRT: engines.plugin.hin_plugin (its GPU path has not run yet; README)
-
-
 def fused_graph(graph: Path) -> tuple[Path, int]:
     """Writes GRAPH.hin.onnx with every HIN block folded into one plugin node."""
     import onnx
@@ -137,16 +129,6 @@ def fused_graph(graph: Path) -> tuple[Path, int]:
     return path, report.fused
 
 
-def engine_name(graph: Path, trt_module, options) -> str:
-    """An engine's file name says what went into it (graph and precision, profile, TensorRT module
-    and version, targets), so builds with other options never overwrite each other."""
-    p = options.profile
-    shapes = "_".join("x".join(map(str, s)) for s in (p.min, p.opt, p.max))
-    targets = "".join(f"-{cc.lower()}" for cc in options.compute_capabilities)
-    return (f"{graph.name.removesuffix('.onnx')}.{shapes}.{trt_module.name}-"
-            f"{trt_module.version}{targets}.engine")
-
-
 def _hin_plugin_graph(req: GraphRequest, graph: Path, trt_module) -> tuple[Path, dict]:
     """The graph to build (the fused one where the plugin can be hosted) and the facts to record."""
     if not req.hin_plugin:
@@ -157,9 +139,7 @@ def _hin_plugin_graph(req: GraphRequest, graph: Path, trt_module) -> tuple[Path,
     if reason is not None:
         _log(f"building WITHOUT the HIN plugin: {reason}")
         return graph, {**facts, "hin_plugin_unavailable": reason}
-    from hinet_deploy.engines.plugin.hin_plugin import register
-
-    register(trt_module.module)  # before parsing: the parser creates the plugin from the node
+    register_plugin(trt_module)
     return fused, facts
 
 
@@ -188,7 +168,7 @@ def build(req: GraphRequest, engine_path: Path | None, tensorrt: str | None, opt
 def _build(req: GraphRequest, engine_path: Path | None, tensorrt: str | None, options,
            verbose: bool = False) -> tuple[Path, EngineSidecar]:
     from hinet_deploy.engines.build import (build_engine, check_compute_capabilities,
-                                            default_timing_cache)
+                                            default_timing_cache, engine_name, new_sidecar)
     from hinet_deploy.engines.tensorrt_module import import_tensorrt
 
     trt_module = import_tensorrt(tensorrt)  # before any long work: fail fast without TensorRT
@@ -203,16 +183,11 @@ def _build(req: GraphRequest, engine_path: Path | None, tensorrt: str | None, op
     if multiple != HINET_SIZE_MULTIPLE:  # a HINet of another depth
         options.profile.check(multiple)
     _log(f"building {engine_path} with {trt_module.name} {trt_module.version}")
-    facts = {"onnx": str(graph), "onnx_sha256": file_sha256(graph),
-             "workspace_mb": options.workspace_mb, **hin_facts,
+    facts = {"onnx": str(graph), "onnx_sha256": file_sha256(graph), **hin_facts,
              "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
              **graph_facts}
-    sidecar = EngineSidecar(
-        tensorrt=trt_module.name, tensorrt_version=trt_module.version, precision=req.precision,
-        profile=options.profile.as_dict(), size_multiple=multiple,
-        compute_capabilities=tuple(options.compute_capabilities),
-        hin_plugin="hin_graph" in hin_facts and "hin_plugin_unavailable" not in hin_facts,
-        facts=facts)
+    hin_plugin = "hin_graph" in hin_facts and "hin_plugin_unavailable" not in hin_facts
+    sidecar = new_sidecar(trt_module, options, req.precision, multiple, hin_plugin, facts)
     sidecar = build_engine(trt_module, graph, engine_path, options, sidecar, verbose)
     return engine_path, sidecar
 
@@ -222,12 +197,12 @@ CHECK_PROFILE_MAX = (1, 2048, 2048)  # whole images up to 2048x2048 (larger: til
 
 
 def engines_for_checks(req: GraphRequest, max_shape=CHECK_PROFILE_MAX, log=_log):
-    """[((module, precision), engine path)] built for every precision where engines run here, and
+    """[(precision, engine path)] built for every precision where engines run here, and
     [not-run rows] saying why for those that cannot (a missing TensorRT, no GPU, an unsupported
     GPU, a plugin the TensorRT cannot host)."""
     from hinet_deploy.engines.build import BuildOptions, Profile
     from hinet_deploy.engines.tensorrt_module import import_tensorrt
-    from hinet_deploy.runtime.trt_backend import engines_unavailable
+    from hinet_deploy.engines.targets import engines_unavailable
 
     reason = engines_unavailable()
     if reason is not None:
@@ -243,5 +218,5 @@ def engines_for_checks(req: GraphRequest, max_shape=CHECK_PROFILE_MAX, log=_log)
         engine, _ = build(dataclasses.replace(req, precision=precision), None, None,
                           BuildOptions(profile=profile))
         log(f"built {engine.name} for the check")
-        built.append(((trt_module.name, precision), engine))
+        built.append((precision, engine))
     return built, rows

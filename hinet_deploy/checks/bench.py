@@ -1,9 +1,7 @@
 """`hinet-deploy bench`: latency and throughput per backend and precision, measured side by side.
 
 At each size and batch every contender runs once to warm up (excluded), then the contenders take
-turns, round after round, so that a slow phase of a noisy machine hits all of them alike. The first
-of each round rotates, so no contender always follows the same one (a fixed order once made the
-Restorer look 14 % faster than the session it wraps). Reported:
+turns in alternated rounds (checks.timing). Reported:
 median and p90 latency, images per second, speed-up over PyTorch FP32 eager on the same device,
 the MACs of one image (exact and paper convention), and each contender's peak memory.
 
@@ -15,7 +13,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,13 +22,14 @@ from hinet_deploy.export.metadata import read_metadata
 from hinet_deploy.common.files import atomic_path
 from hinet_deploy.common.progress import say
 from hinet_deploy.common.memory import PeakMemory, available_bytes, estimated_run_bytes
-from hinet_deploy.build.flow import GraphRequest, engines_for_checks, precision_graphs
-from hinet_deploy.checks.validate import device_name
-from hinet_deploy.runtime.backends import OnnxRuntimeBackend, TorchBackend
+from hinet_deploy.build.flow import GraphRequest, engines_for_checks
+from hinet_deploy.checks.contenders import BASELINE, contenders
+from hinet_deploy.checks.timing import alternated_rounds, device_name
+from hinet_deploy.common.limits import HINET_SIZE_MULTIPLE
+from hinet_deploy.runtime.backends import backend_class, open_backend
 from hinet_deploy.runtime.tiling import round_up
 
 DEFAULT_SIZES = ((256, 256), (720, 1280), (1080, 1920))  # (H, W)
-BASELINE = ("pytorch", "fp32")
 # GPU-only contenders the issue names; listed as not run where there is no CUDA device.
 GPU_ONLY = [{"backend": "pytorch", "precision": "fp16 channels-last",
              "reason": "needs a CUDA device"}]
@@ -67,18 +65,17 @@ class MemoryFit:
             self.mb_per_pixel[key] = added_mb / pixels
 
 
-def _contenders(ckpt: Path, req: GraphRequest, threads: int | None, engines):
+def _backends(ckpt: Path, req: GraphRequest, threads: int | None, engines) -> dict:
+    """(backend, precision) -> the open backend, each held to `threads` CPU threads."""
     import torch
-
-    from hinet_deploy.runtime.trt_backend import TensorRtBackend
 
     if threads:
         torch.set_num_threads(threads)
-    yield BASELINE, TorchBackend(ckpt)
-    for precision, graph in precision_graphs(req):
-        yield ("onnxruntime", precision), OnnxRuntimeBackend(graph, threads=threads)
-    for key, engine in engines:
-        yield key, TensorRtBackend(engine)
+    opened = {}
+    for c in contenders(ckpt, req, engines):
+        options = backend_class(c.model, c.backend).worker_options(threads) if threads else {}
+        opened[c.key] = open_backend(c.model, c.backend, **options)
+    return opened
 
 
 def _has_cuda() -> bool:
@@ -95,19 +92,22 @@ def bench(ckpt: Path, req: GraphRequest, sizes=DEFAULT_SIZES, batches=(1,), repe
           threads: int | None = None, log=say) -> dict:
     import onnx
 
-    largest = max(round_up(h, 16) for h, _ in sizes), max(round_up(w, 16) for _, w in sizes)
+    def padded(side: int) -> int:  # what the Restorer pads to
+        return round_up(side, HINET_SIZE_MULTIPLE)
+
+    largest = max(padded(h) for h, _ in sizes), max(padded(w) for _, w in sizes)
     engines, unavailable = engines_for_checks(req, (max(batches), *largest), log)
-    contenders = dict(_contenders(ckpt, req, threads, engines))
-    fp32_graph = onnx.load(str(contenders[("onnxruntime", "fp32")].path))
+    backends = _backends(ckpt, req, threads, engines)
+    fp32_graph = onnx.load(str(backends[("onnxruntime", "fp32")].path))
     wf = json.loads(read_metadata(fp32_graph)["config"])["wf"]
     rows, not_run, rng, fit = [], [], np.random.default_rng(0), MemoryFit(wf)
     for height, width in sorted(sizes, key=lambda s: s[0] * s[1]):
-        ph, pw = round_up(height, 16), round_up(width, 16)  # what the Restorer pads to
+        ph, pw = padded(height), padded(width)
         macs = count_macs(fp32_graph, ph, pw)
         for batch in sorted(batches):
             x = rng.random((batch, 3, ph, pw), dtype=np.float32)
             memory, keys = {}, []
-            for key, backend in contenders.items():
+            for key, backend in backends.items():
                 reason = fit.refusal(key, x[:, 0].size)
                 if reason:
                     not_run.append({"backend": key[0], "precision": key[1], "height": height,
@@ -120,14 +120,9 @@ def bench(ckpt: Path, req: GraphRequest, sizes=DEFAULT_SIZES, batches=(1,), repe
                 keys.append(key)
             if not keys:
                 continue
-            times = {key: [] for key in keys}
-            for round_index in range(repeats):
-                shift = round_index % len(keys)  # rotate who goes first (see the module docstring)
-                for key in keys[shift:] + keys[:shift]:
-                    start = time.perf_counter()
-                    contenders[key].run(x)
-                    times[key].append(time.perf_counter() - start)
-                log(f"{width}x{height} batch {batch}: round {round_index + 1}/{repeats}")
+            times = alternated_rounds(
+                {key: (lambda b=backends[key]: b.run(x)) for key in keys}, repeats,
+                lambda r: log(f"{width}x{height} batch {batch}: round {r}/{repeats}"))
             base = statistics.median(times[BASELINE]) if BASELINE in times else float("nan")
             for key, t in times.items():
                 median = statistics.median(t)
@@ -138,7 +133,7 @@ def bench(ckpt: Path, req: GraphRequest, sizes=DEFAULT_SIZES, batches=(1,), repe
                              "macs_per_image": macs.macs, "macs_paper_per_image": macs.macs_paper,
                              "peak_rss_mb": memory[key].peak_mb,
                              "run_memory_mb": memory[key].added_mb, "times_s": t})
-    for backend in contenders.values():
+    for backend in backends.values():
         backend.close()
     return {"checkpoint": str(ckpt), "device": device_name(), "threads": threads,
             "repeats": repeats, "warmup_runs": 1, "order": "alternating rounds",

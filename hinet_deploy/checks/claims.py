@@ -12,9 +12,7 @@ which a per-node count of the graph would count again).
 from __future__ import annotations
 
 import json
-import statistics
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +20,10 @@ import numpy as np
 
 from hinet_deploy.common.errors import HinetDeployError
 from hinet_deploy.common.files import atomic_path
+from hinet_deploy.common.limits import HINET_SIZE_MULTIPLE
 from hinet_deploy.common.progress import say
+from hinet_deploy.runtime.backends import OnnxRuntimeBackend, TorchBackend
+from hinet_deploy.checks.timing import alternated_rounds, device_name, spread_ms
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,8 @@ CLAIMS = {
     "reds": Claim("reds", "deblur", 170.71, 760.11, 27.0, 90.1, 3.3),
     "rain13k": Claim("rain13k", "derain", 170.71, 141.28, 27.0, 37.4, 1.4),
 }
-BACKENDS = ("pytorch", "onnxruntime", "pytorch-fp16")
+PYTORCH_FP16 = f"{TorchBackend.name}-fp16"  # PyTorch in half precision on a CUDA GPU
+BACKENDS = (TorchBackend.name, OnnxRuntimeBackend.name, PYTORCH_FP16)
 
 
 @dataclass
@@ -107,22 +109,15 @@ def _runners(models: dict[str, Model], backend: str, height: int, width: int, th
     import torch
 
     x = np.random.default_rng(0).random((1, 3, height, width), dtype=np.float32)
-    if backend == "onnxruntime":
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        runners = {}
-        for name, model in models.items():
-            session = ort.InferenceSession(str(model.graph), options,
-                                           providers=["CPUExecutionProvider"])
-            runners[name] = lambda s=session: s.run(None, {"input": x})
-        return runners
+    if backend == OnnxRuntimeBackend.name:
+        options = OnnxRuntimeBackend.worker_options(threads) if threads else {}
+        opened = {name: OnnxRuntimeBackend(model.graph, providers=["CPUExecutionProvider"],
+                                           **options) for name, model in models.items()}
+        return {name: (lambda b=b: b.run(x)) for name, b in opened.items()}
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    if backend == "pytorch-fp16" and device != "cuda":
+    if backend == PYTORCH_FP16 and device != "cuda":
         raise HinetDeployError("the pytorch-fp16 backend needs a CUDA GPU")
-    dtype = torch.float16 if backend == "pytorch-fp16" else torch.float32
+    dtype = torch.float16 if backend == PYTORCH_FP16 else torch.float32
     tensor = torch.from_numpy(x).to(device, dtype)
 
     def run(model):
@@ -139,37 +134,21 @@ def _runners(models: dict[str, Model], backend: str, height: int, width: int, th
 def _time(runners: dict, repeats: int, log) -> dict[str, list[float]]:
     for run in runners.values():
         run()  # warm-up, excluded
-    times = {name: [] for name in runners}
-    names = list(runners)
-    for r in range(repeats):
-        shift = r % len(names)
-        for name in names[shift:] + names[:shift]:
-            start = time.perf_counter()
-            runners[name]()
-            times[name].append(time.perf_counter() - start)
-        log(f"round {r + 1}/{repeats}")
-    return times
-
-
-def _spread(values: list[float]) -> dict:
-    return {"median_ms": 1000 * statistics.median(values), "min_ms": 1000 * min(values),
-            "max_ms": 1000 * max(values), "runs_ms": [1000 * v for v in values]}
+    return alternated_rounds(runners, repeats, lambda r: log(f"round {r}/{repeats}"))
 
 
 def measure_claims(claims=tuple(CLAIMS), backends=("pytorch", "onnxruntime"), size=(256, 256),
                    repeats: int = 5, threads: int | None = None, log=None) -> dict:
     import torch
 
-    from hinet_deploy.checks.validate import device_name
-
     log = log or say
     unknown = [c for c in claims if c not in CLAIMS]
     if unknown:
         raise HinetDeployError(f"unknown claim {', '.join(unknown)}; choose {', '.join(CLAIMS)}")
     height, width = size
-    if height % 16 or width % 16:
-        raise HinetDeployError(f"--size {height} {width}: both must be multiples of 16 (HINet "
-                               f"needs 16, MPRNet 8)")
+    if height % HINET_SIZE_MULTIPLE or width % HINET_SIZE_MULTIPLE:
+        raise HinetDeployError(f"--size {height} {width}: both must be multiples of "
+                               f"{HINET_SIZE_MULTIPLE} (HINet needs {HINET_SIZE_MULTIPLE}, MPRNet 8)")
     if threads:
         torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as tmp:
@@ -178,9 +157,9 @@ def measure_claims(claims=tuple(CLAIMS), backends=("pytorch", "onnxruntime"), si
         for backend in backends:
             log(f"timing {len(models)} models with {backend}, {repeats} alternated rounds")
             runners = _runners(models, backend, height, width, threads)
-            latencies[backend] = {k: _spread(v) for k, v in _time(runners, repeats, log).items()}
+            latencies[backend] = {k: spread_ms(v) for k, v in _time(runners, repeats, log).items()}
     tasks = [_task(name, CLAIMS[name], models, latencies) for name in claims]
-    return {"device": _device(device_name()), "size": [height, width], "batch": 1,
+    return {"device": device_name(), "size": [height, width], "batch": 1,
             "repeats": repeats, "threads": threads, "backends": list(backends),
             "order": "alternating rounds after one warm-up each",
             "macs": "exact: conv multiply-accumulates; paper: the thop convention (transposed convs "
@@ -188,14 +167,6 @@ def measure_claims(claims=tuple(CLAIMS), backends=("pytorch", "onnxruntime"), si
             "models": {n: {"params": m.params, "macs": m.macs, "macs_paper": m.macs_paper}
                        for n, m in models.items()},
             "tasks": tasks}
-
-
-def _device(cpu: str) -> str:
-    import torch
-
-    if torch.cuda.is_available():
-        return f"{cpu}; GPU: {torch.cuda.get_device_name(0)}"
-    return cpu
 
 
 def _task(name: str, claim: Claim, models: dict[str, Model], latencies: dict) -> dict:

@@ -7,7 +7,6 @@ the JSON is rewritten after each image.
 from __future__ import annotations
 
 import json
-import platform
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -17,13 +16,14 @@ import numpy as np
 
 from hinet_deploy.calib.photos import DEMO_NOISE_SIGMA
 from hinet_deploy.checks.datasets import Dataset
-from hinet_deploy.common.files import atomic_path
+from hinet_deploy.common.files import DEFAULT_OUTPUT_DIR, atomic_path
 from hinet_deploy.common.progress import say
-from hinet_deploy.build.flow import GraphRequest, engines_for_checks, precision_graphs
+from hinet_deploy.build.flow import GraphRequest, engines_for_checks
+from hinet_deploy.checks.contenders import BASELINE, contenders
+from hinet_deploy.checks.timing import device_name
 from hinet_deploy.runtime import Restorer
 from hinet_deploy.runtime.metrics import psnr, ssim
 
-REFERENCE = ("pytorch", "fp32")
 @dataclass
 class ImageResult:
     name: str
@@ -52,24 +52,6 @@ class ContenderResult:
                 "seconds_per_image": statistics.median(r.seconds for r in self.images)}
 
 
-def device_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"CPU: {line.split(':', 1)[1].strip()}"
-    except OSError:
-        pass
-    return f"CPU: {platform.processor() or platform.machine()}"
-
-
-def _contenders(ckpt: Path, req: GraphRequest, mode: str, engines):
-    yield REFERENCE, str(ckpt), Restorer(ckpt, mode=mode)
-    for precision, graph in precision_graphs(req):
-        yield ("onnxruntime", precision), str(graph), Restorer(graph, mode=mode)
-    for key, engine in engines:
-        yield key, str(engine), Restorer(engine, mode=mode)
-
-
 class Validation:
     def __init__(self, ckpt: Path, dataset: Dataset, req: GraphRequest, mode: str,
                  engines=None):
@@ -77,9 +59,9 @@ class Validation:
         self.restorers = {}
         self.results = {}
         engines, self.unavailable = engines if engines is not None else engines_for_checks(req)
-        for key, model, restorer in _contenders(ckpt, req, mode, engines):
-            self.restorers[key] = restorer
-            self.results[key] = ContenderResult(*key, model)
+        for c in contenders(ckpt, req, engines):
+            self.restorers[c.key] = Restorer(c.model, backend=c.backend, mode=mode)
+            self.results[c.key] = ContenderResult(c.backend, c.precision, str(c.model))
         self.interrupted = False
         self.sample = None  # (name, degraded, clean, {key: output}) of the first image
 
@@ -107,7 +89,7 @@ class Validation:
             start = time.perf_counter()
             outputs[key] = restorer(degraded)
             seconds[key] = time.perf_counter() - start
-        reference = outputs[REFERENCE]
+        reference = outputs[BASELINE]
         for key, out in outputs.items():
             self.results[key].images.append(ImageResult(
                 pair.name, psnr(out, clean), ssim(out, clean), psnr(out, reference), seconds[key]))
@@ -142,7 +124,7 @@ def _finite(obj):
 
 
 def validate(ckpt: Path | None = None, data: Path | None = None, sigma: float = DEMO_NOISE_SIGMA,
-             mode: str = "whole", out_dir: Path = Path("build") / "validate",
+             mode: str = "whole", out_dir: Path = DEFAULT_OUTPUT_DIR / "validate",
              json_path: Path | None = None) -> tuple[dict, str]:
     """The whole of `hinet-deploy validate`: runs, writes report.md, the JSON and the figures.
 
@@ -177,7 +159,7 @@ def markdown(report: dict) -> str:
     for r in report["results"]:
         if "psnr" not in r:
             continue
-        vs = "reference" if (r["backend"], r["precision"]) == REFERENCE else \
+        vs = "reference" if (r["backend"], r["precision"]) == BASELINE else \
             f"{_db(r['psnr_vs_torch'])} / {_db(r['worst_psnr_vs_torch'])}"
         lines.append(f"| {r['backend']} | {r['precision']} | {_db(r['psnr'])} | {r['ssim']:.4f} | "
                      f"{vs} | {r['worst_image']['name']} ({_db(r['worst_image']['psnr'])}) | "

@@ -9,6 +9,7 @@ from hinet_deploy.common.files import input_file, writable_dir
 
 
 def add_restore(sub):
+    from hinet_deploy.runtime.backends import BACKENDS
     from hinet_deploy.runtime.image_files import DEFAULT_JPEG_QUALITY
     from hinet_deploy.runtime.tiling import DEFAULT_MODE, DEFAULT_OVERLAP, DEFAULT_TILE, MODES
     from hinet_deploy.runtime.video import DEFAULT_CODEC, DEFAULT_CRF
@@ -27,6 +28,9 @@ def add_restore(sub):
                         "a URI")
     p.add_argument("--model", type=Path, required=True,
                    help="what the Restorer opens: a checkpoint (.pth), ONNX graph or engine")
+    p.add_argument("--backend", choices=tuple(BACKENDS), default=None,
+                   help="what runs the model (default: by its file type: .pth pytorch, .onnx "
+                        "onnxruntime, .engine tensorrt)")
     p.add_argument("--mode", choices=MODES, default=DEFAULT_MODE,
                    help=f"blended tiles, the official 256 grids, or the whole image at once "
                         f"(default {DEFAULT_MODE}: the best measured quality and least memory; "
@@ -96,7 +100,7 @@ def cmd_restore(args) -> int:
         check_encoder(args.codec)
     extra = {"threads": args.threads} if args.threads else {}
     options = RestoreOptions(args.overwrite, args.quiet, args.jpeg_quality, video)
-    restorer_options = {"mode": args.mode, "tile": args.tile, "overlap": args.overlap,
+    restorer_options = {"backend": args.backend, "mode": args.mode, "tile": args.tile, "overlap": args.overlap,
                         "memory_budget_mb": args.memory_budget_mb}
     if args.ray:
         from hinet_deploy.restore.cluster import RayOptions, run_restore_ray

@@ -30,22 +30,6 @@ def _ray():
     return require("ray", "pip install 'hinet-deploy[cluster]'", "restoring with Ray")
 
 
-def model_files(model: Path) -> dict[str, bytes]:
-    """The files that make up a model, by name: an engine brings its sidecar and the graph the
-    sidecar names (relative paths), a graph or checkpoint is one file."""
-    model = Path(model)
-    files = {model.name: model.read_bytes()}
-    if model.suffix == ".engine":
-        from hinet_deploy.engines.sidecar import read_sidecar, sidecar_path
-
-        sidecar = sidecar_path(model)
-        files[sidecar.name] = sidecar.read_bytes()
-        graph = read_sidecar(model).path_fact("onnx", model)
-        if graph is not None and Path(graph).is_file():
-            files[Path(graph).name] = Path(graph).read_bytes()
-    return files
-
-
 class _ModelActor:
     """What every actor does first: unpack the model's files locally and open one Restorer."""
 
@@ -132,12 +116,14 @@ class ArrayRestorer(_ModelActor):
 
 
 def _model_kwargs(model: Path, restorer_options: dict, threads_per_worker: int) -> dict:
-    """The actors' model arguments: its files once in the object store, its name, and the
-    Restorer's options (an ONNX graph's CPU threads set to the worker's share)."""
-    if model.suffix == ".onnx":
-        restorer_options = {"threads": threads_per_worker, **restorer_options}
-    return {"files": _ray().put(model_files(model)), "name": model.name,
-            "restorer_options": restorer_options}
+    """The actors' model arguments: its files (as its backend lists them) once in the object
+    store, its name, and the Restorer's options with the backend held to the worker's threads."""
+    from hinet_deploy.runtime.backends import backend_class
+
+    cls = backend_class(model, restorer_options.get("backend"))
+    files = {path.name: path.read_bytes() for path in cls.model_files(model)}
+    return {"files": _ray().put(files), "name": model.name,
+            "restorer_options": {**cls.worker_options(threads_per_worker), **restorer_options}}
 
 
 def _map_options(workers: int, gpus_per_worker: float, threads_per_worker: int) -> dict:

@@ -22,22 +22,15 @@ from pathlib import Path
 
 import numpy as np
 
-from hinet_deploy.common.limits import SizeLimits
-from hinet_deploy.engines.sidecar import EngineSidecar, read_sidecar
-from hinet_deploy.engines.tensorrt_module import collecting_logger, import_tensorrt
 from hinet_deploy.common.errors import HinetDeployError
 from hinet_deploy.common.lazy import require
-
-# TensorRT-RTX 1.7.1 runs engines only on these GPUs, as its runtime says when refusing an H100
-# ("Supported compute capabilities: 8.0 8.6 8.9 12.0 12.1 >12.0"; measured, README). Its build-time
-# ComputeCapability enum also names SM75, which the runtime does not list.
-RTX_COMPUTE_CAPABILITIES = {(8, 0), (8, 6), (8, 9), (12, 0), (12, 1)}
-
-
-def rtx_runs_on(capability: tuple[int, int]) -> bool:
-    return capability in RTX_COMPUTE_CAPABILITIES or capability > (12, 1)
-INSTALL_CUDA = "pip install 'hinet-deploy[trt]' (cuda-bindings)"
-
+from hinet_deploy.common.limits import SizeLimits
+from hinet_deploy.engines.plugin.support import register_plugin
+from hinet_deploy.engines.sidecar import EngineSidecar, read_sidecar, sidecar_path
+from hinet_deploy.engines.targets import INSTALL_CUDA, gpu_mismatch, rtx_runs_on
+from hinet_deploy.engines.tensorrt_module import collecting_logger, import_tensorrt
+from hinet_deploy.export.metadata import OUTPUT_NAME
+from hinet_deploy.runtime.backends.base import BackendBase
 
 @dataclass
 class BufferPlan:
@@ -86,7 +79,7 @@ def io_from_names(inputs, outputs, expected_outputs, dtypes) -> EngineIO:
     if missing or not outputs:
         raise HinetDeployError(f"the engine's outputs {list(outputs)} lack {missing or 'any'}, "
                                f"which its sidecar names: it is not the engine the sidecar describes")
-    result = "output" if "output" in outputs else expected_outputs[-1] if expected_outputs \
+    result = OUTPUT_NAME if OUTPUT_NAME in outputs else expected_outputs[-1] if expected_outputs \
         else outputs[0]
     return EngineIO(inputs[0], tuple(outputs), result, dtypes)
 
@@ -101,24 +94,6 @@ def check_sidecar(sidecar: EngineSidecar, module: str, version: str, engine: Pat
             f"hinet-deploy build")
 
 
-def gpu_mismatch(backend_name: str, capability: tuple[int, int], gpu_name: str,
-                 targets: list[str]) -> str | None:
-    """Why this GPU cannot run the engine, or None. A GPU outside TensorRT-RTX's list is refused
-    before the engine is read; a missing build target explains a failed deserialisation."""
-    if backend_name != "tensorrt_rtx":
-        return None
-    if not rtx_runs_on(capability):
-        supported = ", ".join(f"{a}.{b}" for a, b in sorted(RTX_COMPUTE_CAPABILITIES))
-        return (f"{gpu_name} has compute capability {capability[0]}.{capability[1]}, outside "
-                f"TensorRT-RTX's list ({supported}, and newer): data-centre GPUs such as the "
-                f"H100 need full TensorRT; build the engine with it on that machine")
-    wanted = f"SM{capability[0]}{capability[1]}"
-    if targets and wanted not in targets:
-        return (f"the engine was built for {', '.join(targets)}, not for {gpu_name} ({wanted}); "
-                f"rebuild with --compute-capability {wanted}")
-    return None
-
-
 def check_shape(shape: tuple[int, int, int, int], profile: dict) -> None:
     """The input N x 3 x H x W must lie inside the engine's optimisation profile."""
     low, high = profile["min"], profile["max"]
@@ -130,7 +105,7 @@ def check_shape(shape: tuple[int, int, int, int], profile: dict) -> None:
             f"--max")
 
 
-class _Cuda:
+class CudaDevice:
     """The few CUDA runtime calls used here, turning error codes into HinetDeployError."""
 
     def __init__(self, device: int):
@@ -180,7 +155,7 @@ class EngineRunner:
     capture by itself.
     """
 
-    def __init__(self, cuda: _Cuda, context, io: EngineIO, profile: dict, capture: bool = False):
+    def __init__(self, cuda: CudaDevice, context, io: EngineIO, profile: dict, capture: bool = False):
         self.cuda, self.context, self.io, self.profile = cuda, context, io, profile
         self.capture = capture
         self.plan = BufferPlan()
@@ -351,21 +326,33 @@ class EngineRunner:
         self.context = None
 
 
-class TensorRtBackend:
+class TensorRtBackend(BackendBase):
     """A TensorRT (or TensorRT-RTX) engine on a CUDA GPU, checked against its sidecar first."""
 
     name = "tensorrt"
+    suffixes = (".engine", ".plan")
+    install = "pip install 'hinet-deploy[trt]' (with full TensorRT, the one your platform ships)"
+
+    @classmethod
+    def model_files(cls, path: Path) -> list[Path]:
+        """The engine, its sidecar and the graph the sidecar names (a relative path beside it)."""
+        path = Path(path)
+        files = [path, sidecar_path(path)]
+        graph = read_sidecar(path).path_fact("onnx", path)
+        if graph is not None and graph.is_file():
+            files.append(graph)
+        return files
 
     def __init__(self, path, device: int = 0, cuda_graph: bool = False):
         self.path = Path(path)
         self.sidecar = read_sidecar(self.path)
         trt_module = import_tensorrt(self.sidecar.tensorrt)
         check_sidecar(self.sidecar, trt_module.name, trt_module.version, self.path)
-        self.name = trt_module.name
+        self.module = trt_module.name  # tensorrt or tensorrt_rtx
         profile = self.sidecar.profile
         self.limits = SizeLimits(multiple=self.sidecar.size_multiple, max_batch=profile["max"][0],
                                  max_hw=(profile["max"][2], profile["max"][3]))
-        self.cuda = _Cuda(device)
+        self.cuda = CudaDevice(device)
         self.runner = self.engine = self.runtime_config = None
         try:
             self._load(trt_module, cuda_graph)
@@ -393,9 +380,7 @@ class TensorRtBackend:
                 trt_module.name, self.cuda.capability, self.cuda.name, []))
         trt = trt_module.module
         if self.sidecar.hin_plugin:
-            from hinet_deploy.engines.plugin.hin_plugin import register
-
-            register(trt)  # the engine holds plugin layers: their creator must be known first
+            register_plugin(trt_module)  # the engine holds plugin layers: their creator first
         self.engine = self._deserialise(trt_module)
         io = engine_io(self.engine, trt, self.sidecar.outputs)
         native_graphs = hasattr(trt, "CudaGraphStrategy")  # TensorRT-RTX captures by itself
@@ -423,25 +408,3 @@ class TensorRtBackend:
             self.runner.close()
             self.cuda.close()
         self.runner = self.engine = self.runtime_config = None
-
-
-def engines_unavailable(tensorrt: str | None = None) -> str | None:
-    """Why no engine can run in this process (no TensorRT, no cuda-bindings, no usable GPU, a GPU
-    TensorRT-RTX does not run on), or None when engines can run: what validate and bench say in
-    their not-run rows instead of a fixed list."""
-    try:
-        trt_module = import_tensorrt(tensorrt)
-    except HinetDeployError as exc:
-        return f"no TensorRT here: {exc}"
-    try:
-        from cuda.bindings import runtime as rt
-    except ImportError:
-        return f"cuda-bindings is not installed: {INSTALL_CUDA}"
-    err, count = rt.cudaGetDeviceCount()
-    if err != rt.cudaError_t.cudaSuccess or count == 0:
-        return "engines need an NVIDIA GPU and driver; none is usable here"
-    err, props = rt.cudaGetDeviceProperties(0)
-    if err != rt.cudaError_t.cudaSuccess:
-        return f"the GPU's properties cannot be read ({err})"
-    name = props.name.decode(errors="replace").strip("\x00")
-    return gpu_mismatch(trt_module.name, (props.major, props.minor), name, [])

@@ -1,0 +1,41 @@
+"""PyTorch: a checkpoint run directly, the reference every other backend is measured against."""
+from __future__ import annotations
+
+import numpy as np
+
+from hinet_deploy.common.lazy import require
+from hinet_deploy.common.limits import SizeLimits
+from hinet_deploy.runtime.backends.base import BackendBase
+
+INSTALL = "pip install 'hinet-deploy[export]' (on Jetson: NVIDIA's torch wheel)"
+
+
+class TorchBackend(BackendBase):
+    """The PyTorch reference: runs a checkpoint directly, FP32, on the CPU or a CUDA device."""
+
+    name = "pytorch"
+    suffixes = (".pth", ".pt")
+    install = INSTALL
+
+    def __init__(self, path, variant: str | None = None, device: str = "cpu"):
+        from hinet_deploy.export.checkpoint import load_checkpoint  # the earlier stage; needs torch
+
+        self.torch = require("torch", INSTALL, "the PyTorch backend")
+        self.loaded = load_checkpoint(path, variant)
+        self.device = device
+        self.net = self.loaded.net.to(device)
+        self.limits = SizeLimits(multiple=self.loaded.size_multiple,
+                                 width_factor=self.loaded.config.wf)
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        with self.torch.inference_mode():
+            x = self.torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
+            return self.net(x)[1].float().cpu().numpy()
+
+    def run_device(self, batch):
+        """A torch tensor in, float32 out on the same device; no copy when the model is there."""
+        with self.torch.no_grad():
+            return self.net(batch.to(self.device))[1].float().to(batch.device)
+
+    def close(self) -> None:
+        self.net = None
