@@ -21,6 +21,8 @@ from hinet_deploy.export.metadata import INPUT_NAME
 
 DEFAULT_CROP = 256  # the official test crop; also the engines' default optimisation shape
 DEFAULT_COUNT = 32  # crops; ORT's entropy calibration histograms settle well before this (README)
+CROP_MODES = ("random", "grid")  # crops at random positions, or a regular grid over each image
+DEFAULT_CROP_MODE = "random"
 # Image files the project reads from folders (calibration, validation pairs): what PIL opens.
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm"}
 
@@ -66,7 +68,6 @@ def default_images(noise_sigma: float = DEMO_NOISE_SIGMA, seed: int = 0) -> dict
 @dataclass
 class CalibrationSet:
     crops: list[np.ndarray]
-    sources: list[str]
 
     def fingerprint(self) -> str:
         """Changes whenever a pixel of any crop changes: part of the calibration cache's key."""
@@ -77,7 +78,7 @@ class CalibrationSet:
 
 
 def make_crops(images: dict[str, np.ndarray], crop: int = DEFAULT_CROP, count: int = DEFAULT_COUNT,
-               mode: str = "random", seed: int = 0, log=None) -> CalibrationSet:
+               mode: str = DEFAULT_CROP_MODE, seed: int = 0, log=None) -> CalibrationSet:
     """`count` crops of crop x crop: random positions, or a regular grid over each image."""
     log = log or say
     usable = {k: v for k, v in images.items() if v.shape[0] >= crop and v.shape[1] >= crop}
@@ -90,8 +91,8 @@ def make_crops(images: dict[str, np.ndarray], crop: int = DEFAULT_CROP, count: i
                                f"(largest: {max(v.shape[1] for v in images.values())}x"
                                f"{max(v.shape[0] for v in images.values())}); use a smaller "
                                f"--calib-crop or larger images")
-    if mode not in ("random", "grid"):
-        raise HinetDeployError(f"unknown crop mode {mode!r}: random or grid")
+    if mode not in CROP_MODES:
+        raise HinetDeployError(f"unknown crop mode {mode!r}: {' or '.join(CROP_MODES)}")
     rng = np.random.default_rng(seed)
     names = sorted(usable)
     positions = []
@@ -109,7 +110,7 @@ def make_crops(images: dict[str, np.ndarray], crop: int = DEFAULT_CROP, count: i
             positions.append((name, int(rng.integers(0, h - crop + 1)),
                               int(rng.integers(0, w - crop + 1))))
     crops = [preprocess(usable[name][t:t + crop, s:s + crop]) for name, t, s in positions]
-    return CalibrationSet(crops, [p[0] for p in positions])
+    return CalibrationSet(crops)
 
 
 class CalibrationReader:
@@ -135,9 +136,6 @@ class CalibrationReader:
     def set_range(self, start_index: int, end_index: int):
         """Feeds crops [start, end) only: onnxruntime calls it to calibrate in strides."""
         self.position, self.end = start_index, min(end_index, len(self.calib.crops))
-
-    def rewind(self):
-        self.position, self.end = 0, len(self.calib.crops)
 
     def __len__(self):
         return len(self.calib.crops)

@@ -41,8 +41,9 @@ class TensorRtModule:
         return 1 << int(flag) if flag is not None else 0
 
 
-def import_tensorrt(name: str | None = None) -> TensorRtModule:
-    """The named TensorRT module, or the first importable of tensorrt, tensorrt_rtx."""
+def import_tensorrt(name: str | None = None, purpose: str = "building engines") -> TensorRtModule:
+    """The named TensorRT module, or the first importable of tensorrt, tensorrt_rtx. `purpose`
+    says in the error what it was needed for."""
     if name is not None and name not in MODULES:
         raise HinetDeployError(f"unknown TensorRT module {name!r}; choose {' or '.join(MODULES)}")
     errors = []
@@ -55,7 +56,7 @@ def import_tensorrt(name: str | None = None) -> TensorRtModule:
         return TensorRtModule(candidate, module, module.__version__)
     wanted = name or "tensorrt or tensorrt_rtx"
     how = INSTALL[name] if name else f"{INSTALL['tensorrt_rtx']} (or {INSTALL['tensorrt']})"
-    raise HinetDeployError(f"building engines needs {wanted}, which cannot be imported here "
+    raise HinetDeployError(f"{purpose} needs {wanted}, which cannot be imported here "
                            f"({'; '.join(errors)}); install it with: {how}")
 
 

@@ -1,6 +1,6 @@
 """Build a TensorRT engine (FP32, FP16 or INT8) from a HINet checkpoint or exported graph.
 
-    python export/build_trt.py --fp16 [--ckpt PATH | --onnx PATH] [-o ENGINE] [--backend tensorrt_rtx]
+    python export/build_trt.py --fp16 [--ckpt PATH | --onnx PATH] [-o ENGINE] [--tensorrt tensorrt_rtx]
     python export/build_trt.py --int8 [--calib-dir DIR] [--calib-method entropy|percentile|minmax]
 
 Precision is written into the ONNX graph (FP16 with FP32 instance norm, or explicit Q/DQ) and the

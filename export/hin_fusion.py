@@ -21,8 +21,6 @@ import onnx
 
 from hinet_deploy.export.hin_spec import NODE_LOOKUP_ATTRS, PLUGIN_DOMAIN, PLUGIN_OP
 
-_INT_MAX = np.iinfo(np.int64).max
-
 
 @dataclass
 class FusionReport:

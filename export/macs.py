@@ -52,10 +52,6 @@ def _shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _group(node) -> int:
-    return next((a.i for a in node.attribute if a.name == "group"), 1)
-
-
 def count_params(model: onnx.ModelProto) -> int:
     """Float weights per use: the exporter merges equal initializers (freshly initialised instance-norm
     scales are all ones) and reaches them through Identity nodes, so initializers alone undercount."""

@@ -16,9 +16,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# Four stride-2 downsamplings at depth 5: the input extent must divide by 2**(depth-1).
-SIZE_MULTIPLE = 16
-
 
 @dataclass(frozen=True)
 class HINetConfig:

@@ -1,7 +1,9 @@
-"""The layers import one way: common <- export <- calib <- engines <- runtime <- the CLI/pipelines.
+"""The layers import one way: common <- export <- calib <- engines <- runtime <- the top (the rooms
+restore, build, checks, demo and the CLI). No module takes another's private names, nothing imports
+in a cycle, and the two restore runners never import each other.
 
 Read from the source with `ast`, so an import hidden inside a function counts as much as one at the
-top. The README's layout section states the same rule.
+top. The README's layout section states the same rules.
 """
 from __future__ import annotations
 
@@ -78,3 +80,114 @@ def test_stages_never_use_generic_top_level_names():
            for p in folder.rglob("*.py") for line, m in _imports(p)
            if m.split(".")[0] in generic]
     assert bad == []
+
+
+# Where each importable module's source lives: setuptools' package-dir (pyproject.toml) mapped back.
+ROOTS = {"hinet_deploy": REPO / "hinet_deploy", **{f"hinet_deploy.{s}": REPO / s for s in ORDER[1:]}}
+
+
+def _project_modules() -> dict[str, Path]:
+    """Every module of the installed package, by its import name."""
+    modules = {}
+    for prefix, folder in ROOTS.items():
+        for path in folder.rglob("*.py"):
+            if path.name in SCRIPTS:
+                continue
+            parts = list(path.relative_to(folder).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            modules[".".join([prefix, *parts])] = path
+    return modules
+
+
+def _imported(path: Path, modules: dict[str, Path]):
+    """(line, module imported, names taken from it) for each project import in `path`."""
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name in modules:
+                    yield node.lineno, alias.name, []
+        elif isinstance(node, ast.ImportFrom) and node.module in modules and node.level == 0:
+            names = [a.name for a in node.names]
+            submodules = [f"{node.module}.{n}" for n in names if f"{node.module}.{n}" in modules]
+            yield node.lineno, node.module, [n for n in names
+                                             if f"{node.module}.{n}" not in modules]
+            for sub in submodules:
+                yield node.lineno, sub, []
+
+
+def _graph(modules: dict[str, Path]) -> dict[str, set[str]]:
+    return {name: {target for _, target, _ in _imported(path, modules) if target != name}
+            for name, path in modules.items()}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan), each sorted."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def visit(node):
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in graph.get(node, ()):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_import_cycles():
+    assert _cycles(_graph(_project_modules())) == []
+
+
+def test_the_cycle_check_finds_a_cycle():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert _cycles(graph) == [["a", "b", "c"]]
+
+
+def _private_imports(paths, modules) -> list[str]:
+    bad = []
+    for path in paths:
+        shown = path.relative_to(REPO) if path.is_relative_to(REPO) else path
+        for line, module, names in _imported(path, modules):
+            bad += [f"{shown}:{line} takes {module}.{n}" for n in names
+                    if n.startswith("_") and not n.startswith("__")]
+    return bad
+
+
+def test_no_module_takes_another_modules_private_names():
+    modules = _project_modules()
+    others = [p for folder in (REPO / "tests", REPO / "benchmarks") for p in folder.rglob("*.py")]
+    assert _private_imports([*modules.values(), *others], modules) == []
+
+
+def test_the_private_rule_catches_one(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("from hinet_deploy.restore.plan import Job, _LocalTree\n")
+    modules = _project_modules()
+    assert [b.split(" takes ")[1] for b in _private_imports([bad], modules)] == [
+        "hinet_deploy.restore.plan._LocalTree"]
+
+
+def test_the_restore_runners_do_not_import_each_other():
+    modules = _project_modules()
+    graph = _graph(modules)
+    local, cluster = "hinet_deploy.restore.local", "hinet_deploy.restore.cluster"
+    assert local in modules and cluster in modules
+    assert cluster not in graph[local] and local not in graph[cluster]

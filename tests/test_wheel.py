@@ -45,8 +45,13 @@ except ImportError:
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
     source = out / "source"  # a copy: setuptools leaves build/ and *.egg-info where it builds
-    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
-        ".git", ".venv", "build", "*.egg-info", "__pycache__", ".pytest_cache", "*.onnx", "*.engine"))
+    anywhere = shutil.ignore_patterns(".git", ".venv", "*.egg-info", "__pycache__", ".pytest_cache",
+                                      "*.onnx", "*.engine")
+
+    def ignore(folder, names):  # the outputs' build/ at the top, not the package's build/ room
+        return anywhere(folder, names) | ({"build"} if Path(folder) == REPO else set())
+
+    shutil.copytree(REPO, source, ignore=ignore)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
                     "-w", str(out), str(source)], check=True, capture_output=True)
     (path,) = out.glob("hinet_deploy-*.whl")

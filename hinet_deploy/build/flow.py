@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hinet_deploy.export.checkpoint import load_checkpoint
-from hinet_deploy.common.files import file_sha256
+from hinet_deploy.calib.data import DEFAULT_COUNT, DEFAULT_CROP, DEFAULT_CROP_MODE
+from hinet_deploy.common.files import DEFAULT_OUTPUT_DIR, file_sha256
 from hinet_deploy.common.progress import say
 from hinet_deploy.common.limits import HINET_SIZE_MULTIPLE
 from hinet_deploy.engines.plugin.support import plugin_support, register_plugin
@@ -22,16 +23,16 @@ from hinet_deploy.export.precision import DEFAULT_CALIBRATION, DEFAULT_FLOAT_LAY
 from hinet_deploy.common.errors import HinetDeployError
 
 PRECISIONS = ("fp32", "fp16", "int8")
-DEFAULT_ENGINE_DIR = Path("build") / "engines"  # under the directory the command runs in
-DEFAULT_CALIB_CACHE_DIR = Path("build") / "calib-cache"
+DEFAULT_ENGINE_DIR = DEFAULT_OUTPUT_DIR / "engines"
+DEFAULT_CALIB_CACHE_DIR = DEFAULT_OUTPUT_DIR / "calib-cache"
 
 
 @dataclass
 class CalibOptions:
     folder: Path | None = None  # None: the shipped photographs with the demo model's noise
-    count: int = 32
-    crop: int = 256
-    mode: str = "random"
+    count: int = DEFAULT_COUNT
+    crop: int = DEFAULT_CROP
+    mode: str = DEFAULT_CROP_MODE
     method: str = DEFAULT_CALIBRATION
     float_layers: tuple[str, ...] = DEFAULT_FLOAT_LAYERS
     cache_dir: Path = DEFAULT_CALIB_CACHE_DIR

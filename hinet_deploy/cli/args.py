@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 
 from hinet_deploy.common.files import input_file
-from hinet_deploy.export.precision import CALIBRATION_METHODS, DEFAULT_CALIBRATION
+from hinet_deploy.export.precision import (CALIBRATION_METHODS, DEFAULT_CALIBRATION,
+                                           DEFAULT_FLOAT_LAYERS)
 
 
 def positive_int(text: str) -> int:
@@ -58,8 +59,8 @@ def add_int8_options(p):
     p.add_argument("--calib-method", choices=CALIBRATION_METHODS, default=DEFAULT_CALIBRATION,
                    help=f"INT8 calibration (default {DEFAULT_CALIBRATION}: best on the demo model)")
     p.add_argument("--float-layers", nargs="*", default=None,
-                   help="INT8: module prefixes kept in float (default: conv_01 conv_02 last sam12; "
-                        "give none for all-INT8)")
+                   help=f"INT8: module prefixes kept in float (default: "
+                        f"{' '.join(DEFAULT_FLOAT_LAYERS)}; give none for all-INT8)")
 
 
 def calib_options(args, **extra):

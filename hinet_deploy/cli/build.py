@@ -6,9 +6,17 @@ from pathlib import Path
 
 from hinet_deploy.cli.args import (add_int8_options, calib_options, command, named_checkpoint,
                                    positive_int)
+from hinet_deploy.calib.data import CROP_MODES, DEFAULT_COUNT, DEFAULT_CROP, DEFAULT_CROP_MODE
 from hinet_deploy.common.errors import HinetDeployError
+from hinet_deploy.common.limits import HINET_SIZE_MULTIPLE
+from hinet_deploy.engines.build import DEFAULT_MAX, DEFAULT_MIN, DEFAULT_OPT
+from hinet_deploy.engines.tensorrt_module import MODULES as TENSORRT_MODULES
 from hinet_deploy.common.files import (DEFAULT_OUTPUT_DIR, atomic_path, input_file, output_file,
                                        writable_dir)
+
+def _shape(shape) -> str:
+    return " ".join(map(str, shape))
+
 
 LAST_EXPORT = DEFAULT_OUTPUT_DIR / "last-export.json"  # the graph `export` wrote last, for `build`
 
@@ -86,15 +94,16 @@ def add_build(sub):
                                                "the graph `export` wrote last in this directory)")
     p.add_argument("-o", "--output", type=Path, help="engine file (default: build/engines/<graph>.<profile>.<tensorrt>.engine)")
     p.add_argument("--variant", help="official architecture to load the checkpoint into")
-    p.add_argument("--tensorrt", "--backend", dest="tensorrt", choices=("tensorrt", "tensorrt_rtx"),
+    p.add_argument("--tensorrt", choices=TENSORRT_MODULES,
                    help="which TensorRT builds the engine (default: tensorrt if importable, else "
                         "tensorrt_rtx)")
     p.add_argument("--min", type=positive_int, nargs=3, metavar=("N", "H", "W"),
-                   help="smallest input the engine takes (default 1 64 64)")
+                   help=f"smallest input the engine takes (default {_shape(DEFAULT_MIN)})")
     p.add_argument("--opt", type=positive_int, nargs=3, metavar=("N", "H", "W"),
-                   help="input TensorRT tunes for (default 1 256 256)")
+                   help=f"input TensorRT tunes for (default {_shape(DEFAULT_OPT)})")
     p.add_argument("--max", type=positive_int, nargs=3, metavar=("N", "H", "W"),
-                   help="largest input (default 4 1024 1024; H and W multiples of 16)")
+                   help=f"largest input (default {_shape(DEFAULT_MAX)}; H and W multiples of "
+                        f"{HINET_SIZE_MULTIPLE})")
     p.add_argument("--workspace-mb", type=positive_int, default=None,
                    help="cap on TensorRT's scratch memory per layer, in MB (default: no cap, "
                         "TensorRT's own default of the GPU's memory; a low cap can rule out every "
@@ -108,10 +117,13 @@ def add_build(sub):
                    help="fold each HIN block into the fused plugin (falls back, saying why, where "
                         "the backend cannot host it)")
     p.add_argument("--calib-dir", type=Path, help="INT8: folder of calibration images")
-    p.add_argument("--calib-count", type=positive_int, default=32, help="INT8: number of crops")
-    p.add_argument("--calib-crop", type=positive_int, default=256, help="INT8: crop size")
-    p.add_argument("--calib-mode", choices=("random", "grid"), default="random",
-                   help="INT8: crops at random positions, or a regular grid (default random)")
+    p.add_argument("--calib-count", type=positive_int, default=DEFAULT_COUNT,
+                   help=f"INT8: number of crops (default {DEFAULT_COUNT})")
+    p.add_argument("--calib-crop", type=positive_int, default=DEFAULT_CROP,
+                   help=f"INT8: crop size (default {DEFAULT_CROP})")
+    p.add_argument("--calib-mode", choices=CROP_MODES, default=DEFAULT_CROP_MODE,
+                   help=f"INT8: crops at random positions, or a regular grid (default "
+                        f"{DEFAULT_CROP_MODE})")
     add_int8_options(p)
     p.add_argument("--verbose", action="store_true", help="show the backend's log")
     p.set_defaults(func=cmd_build, precision=None)

@@ -26,14 +26,6 @@ def available_bytes() -> int | None:
         return None
 
 
-def rss_mb() -> float:
-    """This process's resident memory now, in MB (NaN where /proc is missing)."""
-    try:
-        return _status_kb("VmRSS") / 1024
-    except (OSError, ValueError):
-        return float("nan")
-
-
 class PeakMemory:
     """Peak resident memory of this process during a `with` block, in MB.
 

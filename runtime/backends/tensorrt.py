@@ -346,7 +346,7 @@ class TensorRtBackend(BackendBase):
     def __init__(self, path, device: int = 0, cuda_graph: bool = False):
         self.path = Path(path)
         self.sidecar = read_sidecar(self.path)
-        trt_module = import_tensorrt(self.sidecar.tensorrt)
+        trt_module = import_tensorrt(self.sidecar.tensorrt, f"running {self.path.name}")
         check_sidecar(self.sidecar, trt_module.name, trt_module.version, self.path)
         self.module = trt_module.name  # tensorrt or tensorrt_rtx
         profile = self.sidecar.profile

@@ -1,0 +1,95 @@
+"""The backend table: a model file's default backend, an explicit choice, and that adding a backend
+is one class plus one row (a small test backend here)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hinet_deploy.common.errors import HinetDeployError
+from hinet_deploy.common.limits import SizeLimits
+from hinet_deploy.runtime import Restorer
+from hinet_deploy.runtime import backends
+from hinet_deploy.runtime.backends import (BACKENDS, BackendBase, OnnxRuntimeBackend,
+                                           TorchBackend, backend_class, open_backend)
+
+
+class GainBackend(BackendBase):
+    """A whole backend: a `.gain` file holds one number the image is multiplied by."""
+
+    name = "gain"
+    suffixes = (".gain", ".onnx")  # also runs .onnx files, so it is never their default
+    install = "nothing to install"
+    opened = []
+
+    def __init__(self, path, threads: int | None = None, padding: str = "none"):
+        self.gain = 0.5 if path.suffix == ".onnx" else float(path.read_text())
+        self.limits = SizeLimits(multiple=4)
+        GainBackend.opened.append({"threads": threads, "padding": padding})
+
+    @classmethod
+    def tiled_defaults(cls) -> dict:
+        return {"padding": "tiled"}
+
+    @classmethod
+    def worker_options(cls, threads: int) -> dict:
+        return {"threads": threads}
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        return batch * np.float32(self.gain)
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def gain_row(monkeypatch):
+    """The one row that adds the backend."""
+    monkeypatch.setitem(BACKENDS, GainBackend.name, GainBackend)
+    GainBackend.opened.clear()
+    return GainBackend
+
+
+def test_a_new_backend_is_one_class_and_one_row(gain_row, tmp_path):
+    model = tmp_path / "half.gain"
+    model.write_text("0.5")
+    image = np.full((37, 53, 3), 200, np.uint8)
+    assert backend_class(model) is GainBackend  # its own suffix: the default
+    with Restorer(model, mode="whole") as restorer:
+        np.testing.assert_array_equal(restorer(image), np.full_like(image, 100))
+    with Restorer(model) as restorer:  # blend: tiled, so its tiling defaults apply
+        np.testing.assert_array_equal(restorer(image), np.full_like(image, 100))
+    with Restorer(model, padding="mine"):  # the caller's option wins over the tiling default
+        pass
+    assert [o["padding"] for o in GainBackend.opened] == ["none", "tiled", "mine"]
+    assert gain_row.worker_options(3) == {"threads": 3}
+    assert gain_row.model_files(model) == [model]
+
+
+def test_a_suffix_keeps_its_first_backend_and_others_are_chosen_by_name(gain_row, small_onnx):
+    assert backend_class(small_onnx) is OnnxRuntimeBackend  # the first row that opens .onnx
+    assert isinstance(open_backend(small_onnx), OnnxRuntimeBackend)
+    chosen = open_backend(small_onnx, "gain")
+    assert isinstance(chosen, GainBackend) and chosen.gain == 0.5
+
+
+def test_a_backend_that_cannot_open_the_file_or_does_not_exist_is_refused(small_onnx):
+    with pytest.raises(HinetDeployError, match="the pytorch backend runs .pth, .pt files"):
+        open_backend(small_onnx, "pytorch")
+    with pytest.raises(HinetDeployError, match="unknown backend 'openvino'; choose onnxruntime, "
+                                               "pytorch, tensorrt"):
+        Restorer(small_onnx, backend="openvino")
+
+
+def test_the_onnxruntime_arena_rule_lives_in_its_backend(small_onnx):
+    """Tiled modes turn ONNX Runtime's memory arena off (a lower peak); whole images keep it."""
+    assert OnnxRuntimeBackend.tiled_defaults() == {"memory_arena": False}
+    assert TorchBackend.tiled_defaults() == {}
+    tiled = open_backend(small_onnx, tiled=True).session.get_session_options()
+    whole = open_backend(small_onnx).session.get_session_options()
+    assert tiled.enable_cpu_mem_arena is False and whole.enable_cpu_mem_arena is True
+
+
+def test_one_name_per_backend():
+    assert list(backends.BACKENDS) == ["onnxruntime", "pytorch", "tensorrt"]
+    assert all(cls.name == name and cls.suffixes and cls.install
+               for name, cls in BACKENDS.items())
