@@ -29,7 +29,8 @@ def add_export(sub):
                    help="HINet checkpoint (.pth, BasicSR or bare state dict); `demo` for the shipped "
                         "demo model")
     p.add_argument("-o", "--output", type=Path, default=None,
-                   help="ONNX file to write (default: build/<checkpoint name>.onnx)")
+                   help=f"ONNX file to write (default {DEFAULT_OUTPUT_DIR}/<checkpoint name>"
+                        f".onnx)")
     p.add_argument("--variant", default=None,
                    help="official architecture to load into (default: inferred from the weights)")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset, 11 to 22 (default 17)")
@@ -92,7 +93,9 @@ def add_build(sub):
     src.add_argument("--ckpt", type=Path, help="checkpoint (`demo` for the shipped demo model)")
     src.add_argument("--onnx", type=Path, help="an FP32 graph from hinet-deploy export (default: "
                                                "the graph `export` wrote last in this directory)")
-    p.add_argument("-o", "--output", type=Path, help="engine file (default: build/engines/<graph>.<profile>.<tensorrt>.engine)")
+    p.add_argument("-o", "--output", type=Path,
+                   help=f"engine file (default {DEFAULT_OUTPUT_DIR}/engines/<graph>.<profile>."
+                        f"<tensorrt>.engine)")
     p.add_argument("--variant", help="official architecture to load the checkpoint into")
     p.add_argument("--tensorrt", choices=TENSORRT_MODULES,
                    help="which TensorRT builds the engine (default: tensorrt if importable, else "

@@ -30,8 +30,8 @@ def add_claims(sub):
     p.add_argument("--threads", type=positive_int, default=None,
                    help="CPU threads of PyTorch and ONNX Runtime (default: all)")
     p.add_argument("--json", type=Path, default=DEFAULT_OUTPUT_DIR / "claims" / "claims.json",
-                   help="JSON to write; the Markdown table (.md) and chart (.png) go beside it "
-                        "(default build/claims/claims.json)")
+                   help=f"JSON to write; the Markdown table (.md) and chart (.png) go beside it "
+                        f"(default {DEFAULT_OUTPUT_DIR}/claims/claims.json)")
     p.set_defaults(func=cmd_claims)
 
 
@@ -96,7 +96,7 @@ def add_fidelity(sub):
                  "", "--ckpt my_denoiser.pth --json fidelity.json", "--calib-method percentile")
     p.add_argument("--ckpt", type=Path, help="checkpoint (default: the demo model)")
     p.add_argument("--out-dir", type=Path, default=DEFAULT_OUTPUT_DIR / "fidelity",
-                   help="folder for the graphs (default build/fidelity)")
+                   help=f"folder for the graphs (default {DEFAULT_OUTPUT_DIR}/fidelity)")
     add_int8_options(p)
     p.add_argument("--json", type=Path, help="also write every number to this JSON file")
     p.set_defaults(func=cmd_fidelity)
@@ -131,7 +131,7 @@ def add_validate(sub):
     p.add_argument("--mode", choices=("whole", "grids"), default="whole",
                    help="whole images, or the official 256-tile grids (default whole)")
     p.add_argument("--out-dir", type=Path, default=DEFAULT_OUTPUT_DIR / "validate",
-                   help="folder for graphs and reports (default build/validate)")
+                   help=f"folder for graphs and reports (default {DEFAULT_OUTPUT_DIR}/validate)")
     p.add_argument("--json", type=Path, help="default: OUT_DIR/report.json")
     p.set_defaults(func=cmd_validate)
 
@@ -162,7 +162,7 @@ def add_bench(sub):
                    help="timed rounds after one warm-up (default 5)")
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads (default: all)")
     p.add_argument("--out-dir", type=Path, default=DEFAULT_OUTPUT_DIR / "bench",
-                   help="folder for graphs and reports (default build/bench)")
+                   help=f"folder for graphs and reports (default {DEFAULT_OUTPUT_DIR}/bench)")
     p.add_argument("--json", type=Path, help="default: OUT_DIR/bench.json")
     p.set_defaults(func=cmd_bench)
 

@@ -11,7 +11,7 @@ def add_demo(sub):
     p = command(sub, "demo", "export the demo denoiser and restore held-out noisy photos",
                  "", "--image my_photo.png", "-o /tmp/demo --seed 3")
     p.add_argument("-o", "--out-dir", type=Path, default=DEFAULT_OUTPUT_DIR / "demo",
-                   help="folder for the graph and images (default build/demo)")
+                   help=f"folder for the graph and images (default {DEFAULT_OUTPUT_DIR}/demo)")
     p.add_argument("--image", type=Path, default=None,
                    help="a clean 8-bit photo of your own to add noise to and restore")
     p.add_argument("--seed", type=int, default=0, help="noise seed")
