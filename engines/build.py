@@ -8,12 +8,20 @@ timing caches, needs no GPU to build (CPU-only ahead-of-time) and takes target c
 from __future__ import annotations
 
 import dataclasses
+import os
+import pickle
 import re
+import signal
+import subprocess
+import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from hinet_deploy.engines.sidecar import EngineSidecar, write_sidecar
+from hinet_deploy.export.hin_spec import PLUGIN_VERSION
+from hinet_deploy.engines.targets import RTX_DEFAULT_TARGETS, RTX_DEFAULT_TARGETS_NOTE
 from hinet_deploy.engines.tensorrt_module import TensorRtModule, collecting_logger
 from hinet_deploy.common.errors import HinetDeployError
 from hinet_deploy.common.files import atomic_path
@@ -73,11 +81,23 @@ def new_sidecar(trt_module: TensorRtModule, options: BuildOptions, precision: st
                 size_multiple: int, hin_plugin: bool, facts: dict) -> EngineSidecar:
     """The sidecar of an engine about to be built; build_engine completes it with the network's
     tensors and the build's own facts."""
+    targets, default = tuple(options.compute_capabilities), {}
+    if trt_module.name == "tensorrt_rtx" and not targets:
+        targets, default = RTX_DEFAULT_TARGETS, {"default_targets": RTX_DEFAULT_TARGETS_NOTE}
     return EngineSidecar(
         tensorrt=trt_module.name, tensorrt_version=trt_module.version, precision=precision,
         profile=options.profile.as_dict(), size_multiple=size_multiple,
-        compute_capabilities=tuple(options.compute_capabilities), hin_plugin=hin_plugin,
-        facts={"workspace_mb": options.workspace_mb, **facts})
+        compute_capabilities=targets, hin_plugin=hin_plugin,
+        facts={"workspace_mb": options.workspace_mb, **default, **facts,
+               **({"hin_plugin_version": PLUGIN_VERSION} if hin_plugin else {})})
+
+
+def runs_on(sidecar: EngineSidecar) -> str:
+    """Which GPUs the engine runs on, in words, for the build's last line."""
+    if not sidecar.compute_capabilities:
+        return "the GPU model it was built on"
+    named = ", ".join(sidecar.compute_capabilities)
+    return f"{named} and later" if sidecar.facts.get("default_targets") else named
 
 
 def _parse(trt_module: TensorRtModule, builder, onnx_path: Path, logger):
@@ -107,6 +127,13 @@ def _config(trt_module: TensorRtModule, builder, network, options: BuildOptions)
         for i, target in enumerate(targets):
             config.set_compute_capability(target, i)
     return config
+
+
+def plugin_layers(trt, network) -> int:
+    """How many plugin layers the parsed network holds (the fused HIN blocks, where asked for)."""
+    kinds = {getattr(trt.LayerType, k) for k in ("PLUGIN", "PLUGIN_V2", "PLUGIN_V3")
+             if hasattr(trt.LayerType, k)}
+    return sum(network.get_layer(i).type in kinds for i in range(network.num_layers))
 
 
 def network_io(network) -> dict:
@@ -192,6 +219,29 @@ def _save(engine_path: Path, serialized: bytes, sidecar: EngineSidecar, cache_pa
             tmp.write_bytes(cache)
 
 
+def build_engine_in_child(trt_module: TensorRtModule, onnx_path: Path, engine_path: Path,
+                          options: BuildOptions, sidecar: EngineSidecar, env: dict[str, str],
+                          verbose: bool = False, plugin: bool = True) -> EngineSidecar:
+    """build_engine in a child process that starts with `env` added to this one's (the plugin's
+    creator registered there first when `plugin`); its errors come back as this process's."""
+    request = {"tensorrt": trt_module.name, "graph": onnx_path, "engine": engine_path,
+               "options": options, "sidecar": sidecar, "verbose": verbose, "plugin": plugin}
+    with tempfile.TemporaryDirectory(prefix="hinet-deploy-build-") as tmp:
+        request_path, result_path = Path(tmp) / "request.pickle", Path(tmp) / "result.pickle"
+        request_path.write_bytes(pickle.dumps(request))
+        done = subprocess.run([sys.executable, "-m", "hinet_deploy.engines.build_child",
+                               str(request_path), str(result_path)], env={**os.environ, **env})
+        if done.returncode != 0 or not result_path.is_file():
+            how = f"signal {signal.Signals(-done.returncode).name}" if done.returncode < 0 \
+                else f"exit code {done.returncode}"
+            raise HinetDeployError(f"{trt_module.name} {trt_module.version} ended with {how} "
+                                   f"while building {onnx_path} in a child process")
+        result = pickle.loads(result_path.read_bytes())
+    if "error" in result:
+        raise HinetDeployError(result["error"])
+    return result["sidecar"]
+
+
 def build_engine(trt_module: TensorRtModule, onnx_path: Path, engine_path: Path,
                  options: BuildOptions, sidecar: EngineSidecar, verbose: bool = False) -> EngineSidecar:
     """Builds the engine and writes it with its sidecar (given, completed with the build facts)."""
@@ -201,6 +251,7 @@ def build_engine(trt_module: TensorRtModule, onnx_path: Path, engine_path: Path,
         builder = trt.Builder(logger)
         network, _parser = _parse(trt_module, builder, onnx_path, logger)
         sidecar = dataclasses.replace(sidecar, **network_io(network))
+        layers = plugin_layers(trt, network)
         config = _config(trt_module, builder, network, options)
         cache_path = options.timing_cache if has_timing_cache(trt_module) else None
         loaded, why = load_timing_cache(config, cache_path) if cache_path else (False, None)
@@ -218,6 +269,7 @@ def build_engine(trt_module: TensorRtModule, onnx_path: Path, engine_path: Path,
     serialized = bytes(serialized)
     cache = timing_cache_bytes(config) if cache_path else None
     facts = {"build_seconds": round(seconds, 2), "engine_bytes": len(serialized),
+             "plugin_layers": layers,
              "timing_cache": str(cache_path) if cache is not None else None,
              "timing_cache_loaded": loaded, **({"timing_cache_refused": why} if why else {})}
     sidecar = dataclasses.replace(sidecar, facts={**sidecar.facts, **facts})

@@ -30,7 +30,9 @@ class EngineSidecar:
     inputs: tuple[str, ...] = (INPUT_NAME,)
     outputs: tuple[str, ...] = (OUTPUT_NAME,)
     size_multiple: int = HINET_SIZE_MULTIPLE
-    compute_capabilities: tuple[str, ...] = ()  # TensorRT-RTX build targets; () = the build GPU
+    # TensorRT-RTX build targets (named, or its defaults with facts["default_targets"]); () for full
+    # TensorRT, which builds for the GPU it builds on.
+    compute_capabilities: tuple[str, ...] = ()
     hin_plugin: bool = False  # the engine holds fused HIN plugin layers
     facts: dict = field(default_factory=dict)  # build facts: graph, hashes, calibration, timings
     schema: int = SCHEMA

@@ -13,6 +13,14 @@ INSTALL_CUDA = "pip install 'hinet-deploy[trt]' (cuda-bindings)"
 RTX_COMPUTE_CAPABILITIES = {(8, 0), (8, 6), (8, 9), (12, 0), (12, 1)}
 
 
+# What a TensorRT-RTX engine built with no target named runs on: "By default, an engine built by
+# TensorRT-RTX can be run on GPU devices with compute capability 8.0, 8.6, 8.9, 12.0, and later"
+# (TensorRT-RTX documentation, "CPU-Only AOT and TensorRT-RTX Engines"). Turing (SM75) only when
+# named.
+RTX_DEFAULT_TARGETS = ("SM80", "SM86", "SM89", "SM120")
+RTX_DEFAULT_TARGETS_NOTE = "TensorRT-RTX's default targets, and later GPUs"
+
+
 def rtx_runs_on(capability: tuple[int, int]) -> bool:
     return capability in RTX_COMPUTE_CAPABILITIES or capability > (12, 1)
 

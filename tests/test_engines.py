@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import shutil
 import signal
 import subprocess
@@ -12,7 +13,8 @@ from pathlib import Path
 import onnx
 import pytest
 
-from conftest import REPO
+from conftest import GOPRO_LIKE, REPO, SIDD_LIKE, random_net
+from hinet_deploy.export.checkpoint import save_basicsr
 from hinet_deploy.engines.tensorrt_module import import_tensorrt
 from hinet_deploy.engines.build import BuildOptions, Profile
 from hinet_deploy.engines.sidecar import SCHEMA, read_sidecar
@@ -159,18 +161,66 @@ def test_rtx_engine_needs_a_gpu_to_deserialise_here(small_ckpt, tmp_path):
     assert (loaded is not None) == has_gpu
 
 
+def _wheel_folder_listing():
+    from hinet_deploy.engines.plugin.rtx_parser import wheel_libraries
+
+    folder = wheel_libraries()
+    return None if folder is None else sorted(p.name for p in folder.iterdir())
+
+
 @needs_rtx
-def test_hin_plugin_request_falls_back_and_says_why(small_ckpt, tmp_path):
+@pytest.mark.parametrize("config, blocks", [(GOPRO_LIKE, 4), (SIDD_LIKE, 10)])
+def test_rtx_builds_an_engine_holding_the_fused_hin_plugin(config, blocks, tmp_path, monkeypatch):
+    """On this CPU-only machine: TensorRT-RTX parses the fused graph (the link in the project's
+    cache cures its parser's abort) and builds an engine with one plugin layer per HIN block."""
+    monkeypatch.setenv("HINET_DEPLOY_CACHE", str(tmp_path / "cache"))
+    ckpt = tmp_path / "net.pth"
+    save_basicsr(random_net(config).state_dict(), ckpt)
+    wheel_before = _wheel_folder_listing()
+    req = _request(ckpt, tmp_path, "fp16")
+    req.hin_plugin = True
+    engine, sidecar = build(req, None, "tensorrt_rtx", BuildOptions(profile=SMALL_PROFILE))
+    facts = read_sidecar(engine).facts
+    assert read_sidecar(engine).hin_plugin is True and sidecar.hin_plugin is True
+    assert facts["hin_fused"] == blocks and facts["plugin_layers"] == blocks
+    assert facts["onnx"] == facts["hin_graph"]  # built from the fused graph
+    fused = onnx.load(engine.parent / facts["onnx"])
+    assert [n.op_type for n in fused.graph.node].count("HalfInstanceNormLeakyReLU") == blocks
+    assert "hin_plugin_unavailable" not in facts
+    # What was done is said, and nothing outside the project's cache folder changed.
+    if "child process" in facts["hin_plugin_workaround"]:
+        link = next((tmp_path / "cache").glob("tensorrt_rtx-libs-*/libtensorrt_rtx.so"))
+        assert link.is_symlink() and link.resolve().name == "libtensorrt_rtx.so.1"
+    assert _wheel_folder_listing() == wheel_before
+
+
+@needs_rtx
+def test_hin_plugin_falls_back_and_says_why_where_the_cure_cannot_be_applied(small_ckpt, tmp_path,
+                                                                           monkeypatch):
+    from hinet_deploy.engines.plugin.rtx_parser import UNVERSIONED, wheel_libraries
+
+    if wheel_libraries() is None or (wheel_libraries() / UNVERSIONED).exists():
+        pytest.skip("this TensorRT-RTX needs no link: its parser finds its library")
+    monkeypatch.setenv("HINET_DEPLOY_CACHE", "/proc/hinet-deploy-cache")  # cannot be made
     req = _request(small_ckpt, tmp_path, "fp16")
     req.hin_plugin = True
     engine, sidecar = build(req, None, "tensorrt_rtx", BuildOptions(profile=SMALL_PROFILE))
     facts = read_sidecar(engine).facts
-    assert engine.exists()
-    assert facts["hin_fused"] == 10 and sidecar.hin_plugin is False
-    assert "TensorRT-RTX" in facts["hin_plugin_unavailable"]
-    fused = onnx.load(engine.parent / facts["hin_graph"])
-    assert [n.op_type for n in fused.graph.node].count("HalfInstanceNormLeakyReLU") == 10
+    assert engine.exists() and sidecar.hin_plugin is False and facts["hin_fused"] == 10
+    assert "no link to it could be made" in facts["hin_plugin_unavailable"]
     assert facts["onnx"] != facts["hin_graph"]  # the engine was built from the unfused graph
+    assert facts["plugin_layers"] == 0
+
+
+@needs_rtx
+def test_rtx_builds_without_named_targets_record_its_default_targets(small_ckpt, tmp_path):
+    from hinet_deploy.engines.build import runs_on
+    from hinet_deploy.engines.targets import RTX_DEFAULT_TARGETS
+
+    engine, sidecar = _build(small_ckpt, tmp_path, "fp32")
+    assert read_sidecar(engine).compute_capabilities == RTX_DEFAULT_TARGETS == (
+        "SM80", "SM86", "SM89", "SM120")  # TensorRT-RTX's documentation
+    assert runs_on(sidecar) == "SM80, SM86, SM89, SM120 and later"
 
 
 @needs_rtx
@@ -216,8 +266,7 @@ def _gpu_count() -> int:
     return count if err == rt.cudaError_t.cudaSuccess else 0
 
 
-@needs_rtx
-def test_rtx_python_plugin_abort_is_still_there(tmp_path):
+def _probe_graph(tmp_path):
     x = onnx.helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, ["N", 4, "H", "W"])
     y = onnx.helper.make_tensor_value_info("output", onnx.TensorProto.FLOAT, ["N", 4, "H", "W"])
     node = onnx.helper.make_node("HalfInstanceNormLeakyReLU", ["input"], ["output"],
@@ -227,15 +276,37 @@ def test_rtx_python_plugin_abort_is_still_there(tmp_path):
     path = tmp_path / "probe.onnx"
     onnx.save(onnx.helper.make_model(graph, opset_imports=[
         onnx.helper.make_opsetid("", 17), onnx.helper.make_opsetid("hinet_deploy", 1)]), str(path))
+    return path
+
+
+def _probe(graph, env=None):
     probe = REPO / "tests" / "data" / "rtx_python_plugin_probe.py"
-    result = subprocess.run([sys.executable, str(probe), str(path), "4"], capture_output=True,
-                            text=True, timeout=120)
-    if result.returncode == -signal.SIGABRT and "terminate called" in result.stderr:
-        pytest.xfail("TensorRT-RTX 1.7.1's ONNX parser aborts on Python IPluginV3 plugins")
-    # A tripwire: anything else means this TensorRT-RTX behaves differently from the one
-    # plugin_support() was written for (fixed: let build --hin-plugin use the plugin there).
-    pytest.fail(f"the probe ended with rc {result.returncode}, not the known abort: "
-                f"{result.stderr[-300:]}")
+    return subprocess.run([sys.executable, str(probe), str(graph), "4"], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, **(env or {})})
+
+
+@needs_rtx
+def test_rtx_parses_and_builds_a_python_plugin_with_the_cure(tmp_path, monkeypatch):
+    from hinet_deploy.engines.plugin.rtx_parser import parser_fix
+
+    monkeypatch.setenv("HINET_DEPLOY_CACHE", str(tmp_path / "cache"))
+    result = _probe(_probe_graph(tmp_path), parser_fix().env)
+    assert result.returncode == 0, result.stderr[-500:]
+
+
+@needs_rtx
+def test_rtx_parser_still_aborts_without_the_cure(tmp_path):
+    """The cause the cure is for (a tripwire: if this TensorRT-RTX finds its library by itself,
+    the link is no longer needed and engines.plugin.rtx_parser can say so)."""
+    from hinet_deploy.engines.plugin.rtx_parser import UNVERSIONED, wheel_libraries
+
+    if wheel_libraries() is None or (wheel_libraries() / UNVERSIONED).exists():
+        pytest.skip("this TensorRT-RTX ships its unversioned library name")
+    path = os.pathsep.join(p for p in os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep)
+                           if p and not (Path(p) / UNVERSIONED).exists())
+    result = _probe(_probe_graph(tmp_path), {"LD_LIBRARY_PATH": path})
+    assert result.returncode == -signal.SIGABRT and "terminate called" in result.stderr, \
+        f"rc {result.returncode}: {result.stderr[-300:]}"
 
 
 @needs_rtx

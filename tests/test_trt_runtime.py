@@ -138,3 +138,72 @@ def test_engine_matches_pytorch_on_gpu(rtx_engine, small_ckpt):
             engine(image[:size[0], :size[1]])
     assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
     np.testing.assert_array_equal(on_gpu.cpu().numpy(), a)
+
+
+@pytest.fixture(scope="module")
+def rtx_plugin_engine(small_ckpt, tmp_path_factory):
+    out = tmp_path_factory.mktemp("plugin-engine")
+    req = GraphRequest(ckpt=small_ckpt, precision="fp32", out_dir=out, hin_plugin=True,
+                       calib=CalibOptions(cache_dir=out / "cc"))
+    engine, sidecar = build(req, None, "tensorrt_rtx",
+                            BuildOptions(profile=Profile((1, 32, 32), (1, 64, 64), (2, 128, 128))))
+    assert sidecar.hin_plugin
+    return engine
+
+
+@needs_rtx
+def test_a_plugin_engine_without_nvrtc_is_refused_in_one_line_before_the_gpu(rtx_plugin_engine,
+                                                                           monkeypatch):
+    import sys
+
+    from hinet_deploy.engines.plugin import hin_plugin
+
+    monkeypatch.setattr(hin_plugin, "_registered", {})  # a fresh process: nothing registered yet
+    monkeypatch.setitem(sys.modules, "cuda.bindings.nvrtc", None)  # NVRTC not installed
+    with pytest.raises(HinetDeployError, match="compiles its kernel with NVRTC, which cannot be "
+                                               "loaded here .* install it with"):
+        Restorer(rtx_plugin_engine)
+
+
+@needs_rtx
+def test_a_plugin_engine_of_another_plugin_version_is_refused(rtx_plugin_engine, tmp_path):
+    engine = tmp_path / rtx_plugin_engine.name
+    engine.write_bytes(rtx_plugin_engine.read_bytes())
+    sidecar = json.loads(rtx_plugin_engine.with_name(rtx_plugin_engine.name + ".json").read_text())
+    assert sidecar["facts"]["hin_plugin_version"] == "1"
+    sidecar["facts"]["hin_plugin_version"] = "7"
+    engine.with_name(engine.name + ".json").write_text(json.dumps(sidecar))
+    with pytest.raises(HinetDeployError, match="holds version 7 of the HIN plugin; this "
+                                               "hinet-deploy has version 1: rebuild"):
+        Restorer(engine)
+
+
+def test_runtime_cache_files_are_per_build_gpu_and_version(tmp_path, monkeypatch):
+    from hinet_deploy.runtime.backends.tensorrt import RuntimeCacheFile
+
+    monkeypatch.setenv("HINET_DEPLOY_CACHE", str(tmp_path / "cache"))
+    engine = tmp_path / "m.engine"
+    first = RuntimeCacheFile(engine, b'{"created": "1"}', "NVIDIA GeForce RTX 4090", (8, 9), "1.7.1")
+    assert first.load() is None  # nothing yet: TensorRT-RTX compiles as without a cache
+    assert first.save(b"kernels") and first.load() == b"kernels"
+    assert first.path.parent == tmp_path / "cache" / "runtime-cache"
+    assert not list(first.path.parent.glob(".*"))  # no temporary file left beside it
+    others = [RuntimeCacheFile(engine, b'{"created": "2"}', "NVIDIA GeForce RTX 4090", (8, 9),
+                               "1.7.1"),  # another build of the same name
+              RuntimeCacheFile(engine, b'{"created": "1"}', "NVIDIA RTX A6000", (8, 6), "1.7.1"),
+              RuntimeCacheFile(engine, b'{"created": "1"}', "NVIDIA GeForce RTX 4090", (8, 9),
+                               "1.8.0")]
+    assert len({first.path, *(o.path for o in others)}) == 4
+    assert all(o.load() is None for o in others)
+    again = RuntimeCacheFile(engine, b'{"created": "1"}', "NVIDIA GeForce RTX 4090", (8, 9), "1.7.1")
+    assert again.load() == b"kernels"  # a second process finds the first one's kernels
+
+
+def test_a_runtime_cache_that_cannot_be_written_costs_a_warning_only(tmp_path, monkeypatch):
+    from hinet_deploy.runtime.backends.tensorrt import RuntimeCacheFile
+
+    monkeypatch.setenv("HINET_DEPLOY_CACHE", "/proc/hinet-deploy-cache")
+    cache = RuntimeCacheFile(tmp_path / "m.engine", b"{}", "GPU", (8, 6), "1.7.1")
+    with pytest.warns(UserWarning, match="runtime cache not saved"):
+        assert cache.save(b"kernels") is False
+    assert cache.load() is None

@@ -1,17 +1,36 @@
-"""Whether a TensorRT can host the fused HIN plugin, and what a build or a load does first so that
-its parser or runtime finds the plugin's creator."""
+"""Whether a TensorRT can host the fused HIN plugin, how a build must run so that it can, and what a
+build or a load does first so that the parser or runtime finds the plugin's creator."""
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 from hinet_deploy.engines.tensorrt_module import TensorRtModule
 
 
-def plugin_support(trt_module: TensorRtModule) -> str | None:
-    """None where the TensorRT can host the fused HIN plugin, else why not."""
-    if trt_module.name == "tensorrt_rtx":
-        # Re-checked by tests/test_engines.py::test_rtx_python_plugin_abort_is_still_there.
-        return ("TensorRT-RTX 1.7 cannot host a Python IPluginV3 plugin: its ONNX parser calls "
-                "std::terminate right after the plugin is created, even for a minimal plugin")
-    return None  # full TensorRT: engines.plugin.hin_plugin (its GPU path has not run yet; README)
+@dataclass(frozen=True)
+class PluginHost:
+    """reason: why the plugin cannot be hosted (None: it can). workaround: what was done so that it
+    can, for the sidecar and the build's output. env: the environment of the child process the
+    build must run in (None: in this process)."""
+
+    reason: str | None = None
+    workaround: str | None = None
+    env: dict[str, str] | None = field(default=None, compare=False)
+
+
+def plugin_host(trt_module: TensorRtModule) -> PluginHost:
+    """How this TensorRT hosts the plugin. Full TensorRT: as it is. TensorRT-RTX 1.7: its parser
+    needs a library name the wheel lacks (engines.plugin.rtx_parser)."""
+    if trt_module.name != "tensorrt_rtx":
+        return PluginHost()
+    from hinet_deploy.engines.plugin.rtx_parser import UNVERSIONED, parser_fix
+
+    try:
+        fix = parser_fix()
+    except OSError as exc:  # no wheel library to link to, or a cache folder that cannot be written
+        return PluginHost(reason=f"TensorRT-RTX's ONNX parser aborts on plugin nodes unless it "
+                                 f"finds {UNVERSIONED}, and no link to it could be made: {exc}")
+    return PluginHost(workaround=fix.how, env=fix.env)
 
 
 def register_plugin(trt_module: TensorRtModule) -> None:

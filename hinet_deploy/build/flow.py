@@ -15,7 +15,7 @@ from hinet_deploy.calib.data import DEFAULT_COUNT, DEFAULT_CROP, DEFAULT_CROP_MO
 from hinet_deploy.common.files import DEFAULT_OUTPUT_DIR, file_sha256
 from hinet_deploy.common.progress import say
 from hinet_deploy.common.limits import HINET_SIZE_MULTIPLE
-from hinet_deploy.engines.plugin.support import plugin_support, register_plugin
+from hinet_deploy.engines.plugin.support import plugin_host, register_plugin
 from hinet_deploy.engines.sidecar import EngineSidecar
 from hinet_deploy.export.metadata import read_graph_metadata
 from hinet_deploy.export.onnx_export import export_onnx
@@ -130,18 +130,23 @@ def fused_graph(graph: Path) -> tuple[Path, int]:
     return path, report.fused
 
 
-def _hin_plugin_graph(req: GraphRequest, graph: Path, trt_module) -> tuple[Path, dict]:
-    """The graph to build (the fused one where the plugin can be hosted) and the facts to record."""
+def _hin_plugin_graph(req: GraphRequest, graph: Path, trt_module):
+    """The graph to build (the fused one where the plugin can be hosted), the facts to record, and
+    how the build must run (engines.plugin.support.PluginHost; None without the plugin)."""
     if not req.hin_plugin:
-        return graph, {"hin_fused": 0}
+        return graph, {"hin_fused": 0}, None
     fused, count = fused_graph(graph)
-    reason = plugin_support(trt_module)
+    host = plugin_host(trt_module)
     facts = {"hin_fused": count, "hin_graph": str(fused)}
-    if reason is not None:
-        _log(f"building WITHOUT the HIN plugin: {reason}")
-        return graph, {**facts, "hin_plugin_unavailable": reason}
-    register_plugin(trt_module)
-    return fused, facts
+    if host.reason is not None:
+        _log(f"building WITHOUT the HIN plugin: {host.reason}")
+        return graph, {**facts, "hin_plugin_unavailable": host.reason}, None
+    if host.workaround is not None:
+        _log(f"HIN plugin with {trt_module.name}: {host.workaround}")
+        facts["hin_plugin_workaround"] = host.workaround
+    if host.env is None:
+        register_plugin(trt_module)  # this process parses the graph
+    return fused, facts, host
 
 
 def build(req: GraphRequest, engine_path: Path | None, tensorrt: str | None, options,
@@ -168,8 +173,9 @@ def build(req: GraphRequest, engine_path: Path | None, tensorrt: str | None, opt
 
 def _build(req: GraphRequest, engine_path: Path | None, tensorrt: str | None, options,
            verbose: bool = False) -> tuple[Path, EngineSidecar]:
-    from hinet_deploy.engines.build import (build_engine, check_compute_capabilities,
-                                            default_timing_cache, engine_name, new_sidecar)
+    from hinet_deploy.engines.build import (build_engine, build_engine_in_child,
+                                            check_compute_capabilities, default_timing_cache,
+                                            engine_name, new_sidecar)
     from hinet_deploy.engines.tensorrt_module import import_tensorrt
 
     trt_module = import_tensorrt(tensorrt)  # before any long work: fail fast without TensorRT
@@ -177,7 +183,7 @@ def _build(req: GraphRequest, engine_path: Path | None, tensorrt: str | None, op
     check_compute_capabilities(trt_module, options.compute_capabilities)  # and for bad targets
     graph, graph_facts = precision_graph(req)
     engine_path = engine_path or req.out_dir / engine_name(graph, trt_module, options)
-    graph, hin_facts = _hin_plugin_graph(req, graph, trt_module)
+    graph, hin_facts, host = _hin_plugin_graph(req, graph, trt_module)
     if options.timing_cache is None:
         options.timing_cache = default_timing_cache(engine_path.parent, trt_module)
     multiple = int(read_graph_metadata(graph).get("size_multiple", HINET_SIZE_MULTIPLE))
@@ -187,9 +193,16 @@ def _build(req: GraphRequest, engine_path: Path | None, tensorrt: str | None, op
     facts = {"onnx": str(graph), "onnx_sha256": file_sha256(graph), **hin_facts,
              "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
              **graph_facts}
-    hin_plugin = "hin_graph" in hin_facts and "hin_plugin_unavailable" not in hin_facts
-    sidecar = new_sidecar(trt_module, options, req.precision, multiple, hin_plugin, facts)
-    sidecar = build_engine(trt_module, graph, engine_path, options, sidecar, verbose)
+    sidecar = new_sidecar(trt_module, options, req.precision, multiple, host is not None, facts)
+    if host is not None and host.env is not None:
+        sidecar = build_engine_in_child(trt_module, graph, engine_path, options, sidecar, host.env,
+                                        verbose)
+    else:
+        sidecar = build_engine(trt_module, graph, engine_path, options, sidecar, verbose)
+    if host is not None and sidecar.facts.get("plugin_layers") != hin_facts["hin_fused"]:
+        raise HinetDeployError(f"the network {trt_module.name} parsed from {graph} has "
+                               f"{sidecar.facts.get('plugin_layers')} plugin layers, not the "
+                               f"{hin_facts['hin_fused']} fused HIN nodes of the graph")
     return engine_path, sidecar
 
 
@@ -210,7 +223,7 @@ def engines_for_checks(req: GraphRequest, max_shape=CHECK_PROFILE_MAX, log=_log)
         rows = [{"backend": "tensorrt", "precision": p, "reason": reason} for p in PRECISIONS]
         return [], rows
     trt_module = import_tensorrt()
-    plugin = plugin_support(trt_module)
+    plugin = plugin_host(trt_module).reason
     rows = [{"backend": f"{trt_module.name}+hin-plugin", "precision": p, "reason": plugin}
             for p in PRECISIONS] if plugin else []
     built = []

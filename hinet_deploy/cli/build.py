@@ -133,7 +133,7 @@ def add_build(sub):
 
 
 def cmd_build(args) -> int:
-    from hinet_deploy.engines.build import BuildOptions, Profile
+    from hinet_deploy.engines.build import BuildOptions, Profile, runs_on
     from hinet_deploy.export.variants import DEMO_CHECKPOINT
     from hinet_deploy.build.flow import GraphRequest, build
 
@@ -159,9 +159,12 @@ def cmd_build(args) -> int:
     options = BuildOptions(profile, args.workspace_mb, args.timing_cache,
                            tuple(args.compute_capability))
     engine, sidecar = build(req, args.output, args.tensorrt, options, args.verbose)
+    plugin = f", {sidecar.facts['plugin_layers']} fused HIN plugin layers" if sidecar.hin_plugin \
+        else ""
     print(f"wrote {engine} ({sidecar.facts['engine_bytes'] / 2**20:.1f} MB, {sidecar.tensorrt} "
-          f"{sidecar.tensorrt_version}, {sidecar.precision}, built in "
-          f"{sidecar.facts['build_seconds']} s) and {engine.name}.json")
+          f"{sidecar.tensorrt_version}, {sidecar.precision}{plugin}, built in "
+          f"{sidecar.facts['build_seconds']} s) and {engine.name}.json; it runs on "
+          f"{runs_on(sidecar)}")
     return 0
 
 

@@ -12,6 +12,16 @@ from hinet_deploy.common.errors import HinetDeployError
 # Where the commands write when told nowhere else: under the directory they run in, never inside
 # the package.
 DEFAULT_OUTPUT_DIR = Path("build")
+CACHE_ENV = "HINET_DEPLOY_CACHE"  # overrides where cache_dir() is
+
+
+def cache_dir() -> Path:
+    """The project's own cache folder, for what is reused across commands and is safe to delete:
+    $HINET_DEPLOY_CACHE, else $XDG_CACHE_HOME/hinet-deploy, else ~/.cache/hinet-deploy."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "hinet-deploy"
 
 
 @contextlib.contextmanager

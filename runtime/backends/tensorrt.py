@@ -16,6 +16,9 @@ EngineRunner moves batches through an execution context, apart from how the cont
 from __future__ import annotations
 
 import ctypes
+import hashlib
+import re
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,12 +26,14 @@ from pathlib import Path
 import numpy as np
 
 from hinet_deploy.common.errors import HinetDeployError
+from hinet_deploy.common.files import atomic_path, cache_dir
 from hinet_deploy.common.lazy import require
 from hinet_deploy.common.limits import SizeLimits
 from hinet_deploy.engines.plugin.support import register_plugin
 from hinet_deploy.engines.sidecar import EngineSidecar, read_sidecar, sidecar_path
 from hinet_deploy.engines.targets import INSTALL_CUDA, gpu_mismatch, rtx_runs_on
 from hinet_deploy.engines.tensorrt_module import collecting_logger, import_tensorrt
+from hinet_deploy.export.hin_spec import PLUGIN_VERSION
 from hinet_deploy.export.metadata import OUTPUT_NAME
 from hinet_deploy.runtime.backends.base import BackendBase
 
@@ -103,6 +108,42 @@ def check_shape(shape: tuple[int, int, int, int], profile: dict) -> None:
             f"{'x'.join(map(str, low))} .. {'x'.join(map(str, high))}: use the Restorer's blend mode "
             f"with tile <= {min(high[2], high[3])} and batch <= {high[0]}, or rebuild with a larger "
             f"--max")
+
+
+class RuntimeCacheFile:
+    """TensorRT-RTX's runtime cache on disk: the kernels it JIT-compiles on the GPU at the first run,
+    kept per engine build, GPU and TensorRT-RTX version in the project's cache folder, so that a
+    second process does not compile them again. How TensorRT-RTX uses it (not run here: no GPU
+    this project's engines run on) is from NVIDIA's documentation, "Working with Runtime Cache"
+    (docs.nvidia.com/deeplearning/tensorrt-rtx/latest/inference-library/work-with-runtime-cache.html):
+    IRuntimeConfig.create_runtime_cache(), IRuntimeCache.deserialize(blob), set_runtime_cache(cache)
+    on the config the execution context is created from, and IRuntimeCache.serialize() to save. A
+    cache from another GPU or an older TensorRT-RTX is not used and is replaced after the run."""
+
+    def __init__(self, engine: Path, sidecar_bytes: bytes, gpu: str, capability: tuple[int, int],
+                 version: str):
+        build = hashlib.sha256(sidecar_bytes).hexdigest()[:16]  # the sidecar is unique per build
+        slug = re.sub(r"[^A-Za-z0-9]+", "-", gpu).strip("-").lower() or "gpu"
+        self.path = (cache_dir() / "runtime-cache" /
+                     f"{Path(engine).stem}-{build}-sm{capability[0]}{capability[1]}-{slug}-"
+                     f"rtx{version}.cache")
+
+    def load(self) -> bytes | None:
+        try:
+            return self.path.read_bytes()
+        except OSError:  # none yet, or unreadable: TensorRT-RTX compiles as without a cache
+            return None
+
+    def save(self, blob: bytes) -> bool:
+        """Written whole or not at all; a cache that cannot be written costs only the next start."""
+        try:
+            with atomic_path(self.path) as tmp:
+                tmp.write_bytes(blob)
+        except OSError as exc:
+            warnings.warn(f"TensorRT-RTX's runtime cache not saved to {self.path}: {exc}",
+                          stacklevel=2)
+            return False
+        return True
 
 
 class CudaDevice:
@@ -349,11 +390,17 @@ class TensorRtBackend(BackendBase):
         trt_module = import_tensorrt(self.sidecar.tensorrt, f"running {self.path.name}")
         check_sidecar(self.sidecar, trt_module.name, trt_module.version, self.path)
         self.module = trt_module.name  # tensorrt or tensorrt_rtx
+        # Targets named at build time; TensorRT-RTX's defaults include GPUs newer than their list.
+        self.named_targets = [] if self.sidecar.facts.get("default_targets") else \
+            list(self.sidecar.compute_capabilities)
         profile = self.sidecar.profile
         self.limits = SizeLimits(multiple=self.sidecar.size_multiple, max_batch=profile["max"][0],
                                  max_hw=(profile["max"][2], profile["max"][3]))
+        if self.sidecar.hin_plugin:
+            self._register_plugin(trt_module)  # before the GPU: a missing NVRTC is said first
         self.cuda = CudaDevice(device)
-        self.runner = self.engine = self.runtime_config = None
+        self.runner = self.engine = self.runtime_config = self.runtime_cache = None
+        self.cache_file, self.cache_saved = None, False
         try:
             self._load(trt_module, cuda_graph)
         except BaseException:
@@ -368,7 +415,7 @@ class TensorRtBackend(BackendBase):
             engine = self.runtime.deserialize_cuda_engine(self.path.read_bytes())
         if engine is None:
             why = gpu_mismatch(trt_module.name, self.cuda.capability, self.cuda.name,
-                               list(self.sidecar.compute_capabilities))
+                               self.named_targets)
             said = " | ".join(messages)[-1000:]
             raise HinetDeployError(f"{trt_module.name} could not deserialise {self.path} on "
                                    f"{self.cuda.name}: {why or said or 'no message'}")
@@ -379,15 +426,15 @@ class TensorRtBackend(BackendBase):
             raise HinetDeployError(f"{self.path} cannot run here: " + gpu_mismatch(
                 trt_module.name, self.cuda.capability, self.cuda.name, []))
         trt = trt_module.module
-        if self.sidecar.hin_plugin:
-            register_plugin(trt_module)  # the engine holds plugin layers: their creator first
         self.engine = self._deserialise(trt_module)
         io = engine_io(self.engine, trt, self.sidecar.outputs)
         native_graphs = hasattr(trt, "CudaGraphStrategy")  # TensorRT-RTX captures by itself
-        if cuda_graph and native_graphs:
+        if trt_module.name == "tensorrt_rtx":
             # Kept on the backend for the context's whole life, as NVIDIA's RTX samples keep it.
             self.runtime_config = self.engine.create_runtime_config()
-            self.runtime_config.cuda_graph_strategy = trt.CudaGraphStrategy.WHOLE_GRAPH_CAPTURE
+            self._attach_runtime_cache(trt_module)
+            if cuda_graph:
+                self.runtime_config.cuda_graph_strategy = trt.CudaGraphStrategy.WHOLE_GRAPH_CAPTURE
             context = self.engine.create_execution_context(self.runtime_config)
         else:
             context = self.engine.create_execution_context()
@@ -397,14 +444,45 @@ class TensorRtBackend(BackendBase):
         self.runner = EngineRunner(self.cuda, context, io, self.sidecar.profile,
                                    capture=cuda_graph and not native_graphs)
 
+    def _register_plugin(self, trt_module) -> None:
+        """The engine holds fused HIN plugin layers: their creator must be registered before it is
+        deserialised, by the plugin version the engine was built with."""
+        built = self.sidecar.facts.get("hin_plugin_version", PLUGIN_VERSION)
+        if str(built) != PLUGIN_VERSION:
+            raise HinetDeployError(f"{self.path} holds version {built} of the HIN plugin; this "
+                                   f"hinet-deploy has version {PLUGIN_VERSION}: rebuild the engine")
+        register_plugin(trt_module)
+
+    def _attach_runtime_cache(self, trt_module) -> None:
+        self.cache_file = RuntimeCacheFile(self.path, sidecar_path(self.path).read_bytes(),
+                                           self.cuda.name, self.cuda.capability,
+                                           trt_module.version)
+        self.runtime_cache = self.runtime_config.create_runtime_cache()
+        blob = self.cache_file.load()
+        if blob is not None and not self.runtime_cache.deserialize(blob):
+            self.runtime_cache.reset()  # unusable: start empty, replaced after the first run
+        self.runtime_config.set_runtime_cache(self.runtime_cache)
+
+    def _save_runtime_cache(self) -> None:
+        if self.runtime_cache is not None:
+            self.cache_file.save(bytes(self.runtime_cache.serialize()))
+            self.cache_saved = True
+
     def run(self, batch: np.ndarray) -> np.ndarray:
-        return self.runner.run(batch)
+        out = self.runner.run(batch)
+        if not self.cache_saved:  # after the first run: its kernels are compiled now
+            self._save_runtime_cache()
+        return out
 
     def run_device(self, batch):
-        return self.runner.run_device(batch)
+        out = self.runner.run_device(batch)
+        if not self.cache_saved:
+            self._save_runtime_cache()
+        return out
 
     def close(self) -> None:
         if self.runner is not None:
+            self._save_runtime_cache()  # with what later shapes compiled too
             self.runner.close()
             self.cuda.close()
-        self.runner = self.engine = self.runtime_config = None
+        self.runner = self.engine = self.runtime_config = self.runtime_cache = None

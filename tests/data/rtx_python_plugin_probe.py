@@ -1,7 +1,7 @@
 """Probe: can TensorRT-RTX's ONNX parser host this project's Python HIN plugin? Exits 0 if a graph with
-one plugin node parses and builds. TensorRT-RTX 1.7.1 aborts instead: std::terminate inside
-libtensorrt_onnxparser_rtx right after create_plugin returns, before any plugin method is called
-(the same with a minimal attribute-less plugin whose objects all stay referenced).
+one plugin node parses and builds. TensorRT-RTX 1.7.1 from its wheel aborts instead (std::terminate
+inside libtensorrt_onnxparser_rtx: it dlopen()s libtensorrt_rtx.so, which the wheel lacks) unless
+that name is found on LD_LIBRARY_PATH at process start (hinet_deploy.engines.plugin.rtx_parser).
 
     python rtx_python_plugin_probe.py GRAPH.onnx CHANNELS
 """
