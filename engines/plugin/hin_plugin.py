@@ -5,11 +5,11 @@ graph rewrite (export/hin_fusion.py) writes, so the ONNX parser creates it from 
 kernel (hin_leaky.cu) is compiled with NVRTC for the GPU it runs on and launched through cuda-python.
 The classes are made for whichever TensorRT module is given (`tensorrt` or `tensorrt_rtx`).
 
-Status: build-time methods and field (de)serialisation are tested on a CPU; the kernels, compiled
-by NVRTC and launched through `HinKernel` as enqueue does, were checked against the numpy oracle on an
-H100 (benchmarks/hin_kernel.py, tests/test_hin_fusion.py). Never run inside an engine: TensorRT-RTX
-1.7 aborts on any Python plugin and does not run on Hopper, and full TensorRT is not installable
-here (README).
+Status: build-time methods and field (de)serialisation are tested on a CPU, and TensorRT-RTX builds
+engines holding the plugin on a CPU (its parser needs engines.plugin.rtx_parser); the kernels,
+compiled by NVRTC and launched through `HinKernel` as enqueue does, were checked against the numpy
+oracle on an H100 (benchmarks/hin_kernel.py, tests/test_hin_fusion.py). Never run inside an engine
+on a GPU: TensorRT-RTX does not run on Hopper, and full TensorRT is not installable here (README).
 """
 from __future__ import annotations
 
