@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,14 @@ REPO = Path(__file__).resolve().parent.parent
 # Small widths keep the default suite fast; the two HIN layouts of the official variants.
 GOPRO_LIKE = HINetConfig(wf=8, hin_position_left=3)
 SIDD_LIKE = HINetConfig(wf=8)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def project_cache(tmp_path_factory) -> Path:
+    """The project's cache folder (links, runtime caches) of this run, not the user's."""
+    folder = tmp_path_factory.mktemp("hinet-deploy-cache")
+    os.environ["HINET_DEPLOY_CACHE"] = str(folder)
+    return folder
 
 
 def pytest_addoption(parser):

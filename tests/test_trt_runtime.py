@@ -158,8 +158,11 @@ def test_a_plugin_engine_without_nvrtc_is_refused_in_one_line_before_the_gpu(rtx
 
     from hinet_deploy.engines.plugin import hin_plugin
 
+    import cuda.bindings
+
     monkeypatch.setattr(hin_plugin, "_registered", {})  # a fresh process: nothing registered yet
     monkeypatch.setitem(sys.modules, "cuda.bindings.nvrtc", None)  # NVRTC not installed
+    monkeypatch.delattr(cuda.bindings, "nvrtc", raising=False)  # nor imported before
     with pytest.raises(HinetDeployError, match="compiles its kernel with NVRTC, which cannot be "
                                                "loaded here .* install it with"):
         Restorer(rtx_plugin_engine)
