@@ -23,12 +23,13 @@ def write_image(job: Job, pixels, image, jpeg_quality: int) -> None:
 
 
 def restore_file(job: Job, restorer, jpeg_quality: int, video: VideoOptions, span=None,
-                 **progress) -> int:
+                 log=None, **progress) -> int:
     """Restores one local input into its output; returns the frames restored (0 for an image).
-    `progress`: restore_video's on_frame and total callbacks."""
+    `log` hears what was done that the user should know; `progress`: restore_video's on_frame and
+    total callbacks."""
     if job.is_video:
         return restore_video(Path(job.source), Path(job.output), restorer, video, span=span,
-                             **progress).frames
+                             log=log, **progress).frames
     _, image, error = read_image(job)
     if error is not None:
         raise HinetDeployError(error)

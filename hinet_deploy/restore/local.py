@@ -44,7 +44,7 @@ def _restore_video(job: Job, restorer, options: RestoreOptions, report: Report, 
             bar.refresh()
 
         try:
-            frames = restore_file(job, restorer, options.jpeg_quality, options.video,
+            frames = restore_file(job, restorer, options.jpeg_quality, options.video, log=log,
                                   on_frame=lambda: bar.update(1), total=total)
         except HinetDeployError as exc:
             report.fail(job.source, str(exc), log)

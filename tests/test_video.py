@@ -1,0 +1,202 @@
+"""Videos keep everything but their pixels: frames and their times, rotation, colour signalling,
+HDR10, bit depth and the other streams; what cannot be kept is refused or said. Every input here is
+made by the test with PyAV (FFmpeg's encoders in its wheels)."""
+from __future__ import annotations
+
+import fractions
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hinet_deploy.cli import main
+from hinet_deploy.export.variants import DEMO_CHECKPOINT
+
+av = pytest.importorskip("av", reason="videos need PyAV (the video extra)")
+
+FPS = 24
+PATCH = (30, 199, 80)  # a flat colour: a denoiser leaves it as it is, so any shift is the pipeline's
+# x265's master-display and max-cll of an HDR10 grade (BT.2020 primaries, D65, 1000/0.005 cd/m2).
+HDR10_X265 = ("master-display=G(8500,39850)B(6550,2300)R(35400,14600)WP(15635,16450)"
+              "L(10000000,50):max-cll=1000,400")
+
+
+def make_video(path: Path, frames: int = 12, size=(96, 64), codec: str = "libx264",
+               pix_fmt: str = "yuv420p", bframes: int = 0, tags=None, rotation=None,
+               options=None, audio: bool = False, second_video: bool = False, muxer=None):
+    """A flat-colour clip with a moving noisy band; `tags`: (matrix, primaries, transfer, range);
+    `muxer`: the container's options."""
+    width, height = size
+    out = av.open(str(path), "w", options=muxer or {})
+    opts = {"bf": str(bframes), **(options or {})} if codec == "libx264" else dict(options or {})
+    video = out.add_stream(codec, rate=FPS, options=opts)
+    video.width, video.height, video.pix_fmt = width, height, pix_fmt
+    if tags:
+        cc = video.codec_context
+        cc.colorspace, cc.color_primaries, cc.color_trc, cc.color_range = tags
+    if rotation is not None:
+        video.set_display_rotation(rotation)
+    other = None
+    if second_video:
+        other = out.add_stream("libx264", rate=FPS)
+        other.width, other.height, other.pix_fmt = width, height, "yuv420p"
+    sound = out.add_stream("aac", rate=48000) if audio else None
+    deep = "10" in pix_fmt
+    rng = np.random.default_rng(0)
+    for i in range(frames):
+        pixels = np.empty((height, width, 3), np.uint16 if deep else np.uint8)
+        pixels[:] = np.array(PATCH) * (257 if deep else 1)
+        band = slice((i * 4) % max(1, height - 8), (i * 4) % max(1, height - 8) + 8)
+        pixels[band] = rng.integers(0, 65535 if deep else 255, pixels[band].shape)
+        frame = av.VideoFrame.from_ndarray(pixels, format="rgb48le" if deep else "rgb24")
+        if tags:
+            frame = frame.reformat(format=pix_fmt, dst_colorspace=tags[0], dst_color_range=tags[3])
+        frame.pts, frame.time_base = i, fractions.Fraction(1, FPS)
+        out.mux(video.encode(frame))
+        if other is not None:
+            out.mux(other.encode(frame.reformat(format="yuv420p")))
+    out.mux(video.encode(None))
+    if other is not None:
+        out.mux(other.encode(None))
+    if sound is not None:
+        for i in range(frames * 2):
+            chunk = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp",
+                                               layout="mono")
+            chunk.sample_rate, chunk.pts = 48000, i * 1024
+            out.mux(sound.encode(chunk))
+        out.mux(sound.encode(None))
+    out.close()
+
+
+def describe(path: Path) -> dict:
+    """What a player sees: streams, frames and their times, rotation, colour tags, side data."""
+    with av.open(str(path)) as container:
+        video = container.streams.video[0]
+        times, rotation, side = [], None, set()
+        for frame in container.decode(video):
+            times.append(frame.pts)
+            rotation = frame.rotation if rotation is None else rotation
+            side |= {sd.type.name for sd in frame.side_data}
+        container.seek(0)
+        packets = {s.index: 0 for s in container.streams}
+        for packet in container.demux():
+            if packet.size:
+                packets[packet.stream.index] += 1
+        cc = video.codec_context
+        return {"streams": [s.type for s in container.streams], "frames": len(times),
+                "times": times, "rotation": rotation, "pix_fmt": cc.pix_fmt,
+                "tags": (int(cc.colorspace), int(cc.color_primaries), int(cc.color_trc),
+                         int(cc.color_range)), "side_data": side, "packets": packets,
+                "size": (cc.width, cc.height)}
+
+
+def restore(tmp_path, source: Path, model: Path, *extra) -> tuple[int, Path]:
+    out = tmp_path / "out"
+    code = main(["restore", str(source), "-o", str(out), "--model", str(model), "--quiet",
+                 *map(str, extra)])
+    return code, out / source.name
+
+
+@pytest.mark.parametrize("suffix", [".avi", ".mp4", ".mkv"])
+def test_b_frame_h264_with_aac_keeps_every_frame_time_and_stream(tmp_path, small_onnx, suffix):
+    source = tmp_path / f"camera{suffix}"
+    make_video(source, frames=20, bframes=3, audio=True)
+    code, output = restore(tmp_path, source, small_onnx)
+    assert code == 0
+    before, after = describe(source), describe(output)
+    assert after["frames"] == before["frames"] == 20
+    assert after["streams"] == before["streams"] == ["video", "audio"]
+    assert after["packets"][1] == before["packets"][1]  # every audio packet copied
+    if suffix == ".avi":  # AVI stores no presentation times: the same times, in decoding order
+        assert sorted(after["times"]) == sorted(before["times"])
+    else:
+        assert after["times"] == before["times"]
+    assert after["size"] == before["size"]
+
+
+def test_a_phone_videos_rotation_is_kept(tmp_path, small_onnx):
+    source = tmp_path / "phone.mp4"
+    make_video(source, rotation=90)
+    code, output = restore(tmp_path, source, small_onnx)
+    assert code == 0 and describe(source)["rotation"] == describe(output)["rotation"] == 90
+
+
+def _first_frame(path: Path, matrix: str | None = "own") -> np.ndarray:
+    """The first frame as a player shows it: decoded with the stream's own matrix and range (or,
+    to show what a wrong one does, with `matrix`)."""
+    with av.open(str(path)) as container:
+        frame = next(container.decode(video=0))
+        own = {1: "ITU709", 5: "ITU601", 6: "ITU601", 9: "BT2020"}.get(int(frame.colorspace))
+        return frame.to_ndarray(format="rgb24", src_colorspace=own if matrix == "own" else matrix,
+                                src_color_range=int(frame.color_range) or None)
+
+
+def _patch(rgb: np.ndarray) -> np.ndarray:
+    return np.median(rgb[-8:, :].reshape(-1, 3), axis=0)  # below the moving noisy band
+
+
+def test_bt709_hd_keeps_its_tags_and_its_colour(tmp_path):
+    """With the demo model on a BT.709-tagged 1280x720 clip: tags (1, 1, 1, 1) out as in, and the
+    flat patch as the player shows it within 3 levels of what the model makes of the frame the
+    player shows (converted with BT.601, as before, green was 25 levels off)."""
+    from hinet_deploy.runtime import Restorer
+
+    source = tmp_path / "hd.mp4"
+    make_video(source, frames=2, size=(1280, 720), tags=(1, 1, 1, 1))
+    code, output = restore(tmp_path, source, DEMO_CHECKPOINT, "--mode", "whole")
+    assert code == 0
+    assert describe(output)["tags"] == describe(source)["tags"] == (1, 1, 1, 1)
+    shown = _first_frame(source)
+    assert np.abs(_patch(shown) - np.array(PATCH)).max() <= 2  # the input is what was asked for
+    with Restorer(DEMO_CHECKPOINT, mode="whole") as model:
+        expected = _patch(model(shown))
+    assert np.abs(_patch(_first_frame(output)) - expected).max() <= 3
+    assert np.abs(_patch(_first_frame(output, "ITU601")) - expected).max() > 3  # the test can fail
+
+
+def test_hdr10_keeps_its_tags_depth_and_mastering_metadata(tmp_path, small_onnx, capsys):
+    source = tmp_path / "hdr.mkv"
+    make_video(source, codec="libx265", pix_fmt="yuv420p10le", tags=(9, 9, 16, 1),
+               options={"x265-params": f"{HDR10_X265}:log-level=none"})
+    before = describe(source)
+    assert {"MASTERING_DISPLAY_METADATA", "CONTENT_LIGHT_LEVEL"} <= before["side_data"]
+    code, output = restore(tmp_path, source, small_onnx, "--codec", "libx265")
+    after = describe(output)
+    assert code == 0 and after["tags"] == before["tags"] == (9, 9, 16, 1)
+    assert after["pix_fmt"] == "yuv420p10le" and after["frames"] == before["frames"]
+    assert {"MASTERING_DISPLAY_METADATA", "CONTENT_LIGHT_LEVEL"} <= after["side_data"]
+    # H.264 cannot carry the mastering metadata: kept tags, 10 bits, and one line saying so.
+    (tmp_path / "out").joinpath("hdr.mkv").unlink()
+    code, output = restore(tmp_path, source, small_onnx)
+    assert code == 0 and describe(output)["tags"] == (9, 9, 16, 1)
+    assert "not carried by libx264: use --codec libx265" in capsys.readouterr().err
+
+
+def test_two_video_streams_are_refused_by_name(tmp_path, small_onnx, capsys):
+    source = tmp_path / "two.mkv"
+    make_video(source, second_video=True)
+    code, output = restore(tmp_path, source, small_onnx)
+    assert code == 1 and not output.exists()
+    assert "two.mkv has 2 video streams (0, 1)" in capsys.readouterr().out
+
+
+def test_odd_sizes_are_encoded_whole_and_said(tmp_path, small_onnx, capsys):
+    source = tmp_path / "odd.mp4"
+    make_video(source, size=(97, 63), pix_fmt="yuv444p")
+    code, output = restore(tmp_path, source, small_onnx)
+    assert code == 0 and describe(output)["size"] == (97, 63)
+    assert describe(output)["frames"] == 12
+    assert "97x63 is odd, which yuv420p cannot hold: encoded yuv444p" in capsys.readouterr().err
+
+
+def test_a_damaged_video_is_a_failure_with_both_counts(tmp_path, small_onnx, capsys):
+    """An mp4 whose media data is cut short: the container declares 24 frames, fewer decode."""
+    whole = tmp_path / "whole.mp4"
+    make_video(whole, frames=24, size=(160, 120), muxer={"movflags": "faststart"})  # index first
+    source = tmp_path / "damaged.mp4"
+    source.write_bytes(whole.read_bytes()[:int(whole.stat().st_size * 0.6)])
+    code, output = restore(tmp_path, source, small_onnx)
+    said = capsys.readouterr().out
+    assert code == 1 and not output.exists()
+    assert "of 24 declared frames decoded" in said and "damaged.mp4" in said
+    assert not list((tmp_path / "out").glob(".*"))  # no partial file left
