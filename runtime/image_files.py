@@ -7,6 +7,16 @@ back; the ICC profile is carried over wherever the format holds one (PNG, JPEG, 
 where Pillow writes it (PNG, JPEG, WebP, 8-bit TIFF; pypng output gets its eXIf chunk by hand).
 A file with several frames (animated GIF or WebP, multi-page TIFF) is refused, never cut silently to
 its first frame.
+
+Images keep their mode. The network restores RGB (grey as three equal channels), so some modes are
+restored through another and converted back on writing: CMYK through RGB with the file's embedded
+ICC profile where it has one (Pillow's plain conversion otherwise, which keeps the colour but not
+the split between black and CMY); a palette image through RGB(A), then quantised to at most 256
+colours again with its transparency; 1-bit through grey, thresholded at the middle again; grey with
+alpha through RGBA, grey again as the mean of the channels, its alpha untouched.
+
+Every file is encoded in memory and written whole (runtime files go through
+common.files.write_whole: size on disk checked after fsync) before it gets its name.
 """
 from __future__ import annotations
 
@@ -18,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from hinet_deploy.common.errors import HinetDeployError
-from hinet_deploy.common.files import atomic_path
+from hinet_deploy.common.files import atomic_path, write_whole
 
 # Formats restored and written back as themselves (Pillow's names), by file extension.
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF",
@@ -34,6 +44,7 @@ class ImageFile:
     format: str  # Pillow's name: PNG, JPEG, TIFF, BMP, WEBP, PPM
     icc: bytes | None = None
     exif: bytes | None = None  # Pillow's Exif.tobytes() ("Exif\0\0" + TIFF), orientation 1
+    mode: str = ""  # Pillow's mode of the file ("CMYK", "P", "1", "LA", ...): written back so
 
 
 def _upright(pixels: np.ndarray, orientation: int) -> np.ndarray:
@@ -69,15 +80,55 @@ def _read_16bit(path: Path, fmt: str) -> np.ndarray:
     return pixels
 
 
-def _pil_pixels(img) -> np.ndarray:
+def _icc_transform(icc: bytes, to_rgb: bool):
+    """A CMYK <-> sRGB transform through the file's own profile (None where it cannot be read)."""
+    from PIL import ImageCms
+
+    try:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        srgb = ImageCms.createProfile("sRGB")
+        pair = (profile, srgb, "CMYK", "RGB") if to_rgb else (srgb, profile, "RGB", "CMYK")
+        return ImageCms.buildTransform(*pair)
+    except (ImageCms.PyCMSError, OSError, ValueError):
+        return None
+
+
+def _pil_pixels(img, icc: bytes | None) -> np.ndarray:
+    """The pixels in a layout the Restorer takes (see the module docstring for each mode)."""
     if img.mode in ("I;16L", "I;16B"):  # 16-bit grayscale in an explicit byte order
         return np.array(img).astype(np.uint16)
     if img.mode in ("I", "F"):
         raise HinetDeployError(f"{'32-bit integer' if img.mode == 'I' else 'floating-point'} "
                                f"images are not supported: give 8- or 16-bit images")
+    if img.mode == "CMYK":
+        transform = _icc_transform(icc, to_rgb=True) if icc else None
+        from PIL import ImageCms
+
+        return np.array(ImageCms.applyTransform(img, transform) if transform else img.convert("RGB"))
+    if img.mode == "1":
+        return np.array(img.convert("L"))
     if img.mode not in ("L", "RGB", "RGBA", "I;16"):
         img = img.convert("RGBA" if "A" in img.mode or "transparency" in img.info else "RGB")
     return np.array(img)
+
+
+def _to_file_mode(img, mode: str, icc: bytes | None):
+    """The restored image back in the file's own mode (the reverse of _pil_pixels)."""
+    from PIL import Image, ImageCms
+
+    if mode == "CMYK" and img.mode == "RGB":
+        transform = _icc_transform(icc, to_rgb=False) if icc else None
+        return ImageCms.applyTransform(img, transform) if transform else img.convert("CMYK")
+    if mode == "P" and img.mode in ("RGB", "RGBA"):
+        method = Image.Quantize.FASTOCTREE if img.mode == "RGBA" else Image.Quantize.MEDIANCUT
+        return img.quantize(256, method=method)
+    if mode == "1" and img.mode == "L":
+        return img.point(lambda v: 255 if v >= 128 else 0).convert("1", dither=Image.Dither.NONE)
+    if mode == "LA" and img.mode == "RGBA":
+        rgba = np.asarray(img)
+        grey = np.round(rgba[..., :3].mean(axis=2)).astype(np.uint8)
+        return Image.fromarray(np.dstack([grey, rgba[..., 3]]), mode="LA")
+    return img
 
 
 def read_image_file(path) -> ImageFile:
@@ -102,12 +153,14 @@ def read_image_file(path) -> ImageFile:
             if _ORIENTATION in exif:
                 exif[_ORIENTATION] = 1
             icc = img.info.get("icc_profile") or None
-            pixels = _read_16bit(path, fmt) if deep else _pil_pixels(img)
+            pixels = _read_16bit(path, fmt) if deep else _pil_pixels(img, icc)
+            mode = img.mode
     except FileNotFoundError as exc:
         raise HinetDeployError(f"image {path} does not exist") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:  # truncated, corrupt
         raise HinetDeployError(f"cannot read image {path}: {exc}") from exc
-    return ImageFile(_upright(pixels, orientation), fmt, icc, exif.tobytes() if len(exif) else None)
+    return ImageFile(_upright(pixels, orientation), fmt, icc, exif.tobytes() if len(exif) else None,
+                     mode)
 
 
 def _png16_bytes(pixels: np.ndarray, icc: bytes | None, exif: bytes | None) -> bytes:
@@ -146,18 +199,26 @@ def write_image_file(path, pixels: np.ndarray, like: ImageFile | None = None,
     colour16 = pixels.dtype == np.uint16 and pixels.ndim == 3
     if pixels.dtype == np.uint16 and fmt not in ("PNG", "TIFF"):
         raise HinetDeployError(f"{fmt} holds 8 bits per channel; write 16-bit images as PNG or TIFF")
-    with atomic_path(path) as tmp:
-        if colour16 and fmt == "PNG":
-            tmp.write_bytes(_png16_bytes(pixels, icc, exif))
-        elif colour16:
-            import tifffile
+    encoded = io.BytesIO()
+    if colour16 and fmt == "PNG":
+        encoded.write(_png16_bytes(pixels, icc, exif))
+    elif colour16:
+        import tifffile
 
-            tifffile.imwrite(str(tmp), pixels, photometric="rgb", iccprofile=icc,
-                             compression="zlib")
-        else:
-            options = {}
-            if fmt in _METADATA_FORMATS:
-                options = {k: v for k, v in (("icc_profile", icc), ("exif", exif)) if v}
-            if fmt in ("JPEG", "WEBP"):
-                options["quality"] = jpeg_quality
-            Image.fromarray(pixels).save(tmp, format=fmt, **options)
+        tifffile.imwrite(encoded, pixels, photometric="rgb", iccprofile=icc, compression="zlib")
+    else:
+        options = {}
+        if fmt in _METADATA_FORMATS:
+            options = {k: v for k, v in (("icc_profile", icc), ("exif", exif)) if v}
+        if fmt in ("JPEG", "WEBP"):
+            options["quality"] = jpeg_quality
+        image = Image.fromarray(pixels)
+        if like is not None and like.mode:
+            image = _to_file_mode(image, like.mode, icc)
+        try:
+            image.save(encoded, format=fmt, **options)
+        except OSError as exc:  # a mode the format cannot hold (CMYK as PNG, ...)
+            raise HinetDeployError(f"cannot write {path.name} as {fmt} in mode {image.mode}: "
+                                   f"{exc}") from exc
+    with atomic_path(path) as tmp:
+        write_whole(tmp, encoded.getvalue())

@@ -29,7 +29,7 @@ from typing import Callable
 
 import numpy as np
 
-from hinet_deploy.common.errors import HinetDeployError
+from hinet_deploy.common.errors import DISK_FULL_ERRNOS, DiskFullError, HinetDeployError
 from hinet_deploy.common.files import atomic_path
 from hinet_deploy.common.lazy import require
 from hinet_deploy.runtime.stream import pipelined
@@ -333,7 +333,12 @@ def restore_video(src: Path, dst: Path, restore: Callable[[np.ndarray], np.ndarr
             report = _transcode(av, source, video, tmp, restore, options, facts, on_frame, span)
             _check_written(av, src, tmp, report, facts, span)
             _sync(tmp)
-    except av.error.FFmpegError as exc:
+    except (av.error.FFmpegError, OSError) as exc:
+        if getattr(exc, "errno", None) in DISK_FULL_ERRNOS:
+            raise DiskFullError(f"the disk of {dst.parent} is full ({exc.strerror}): {dst.name} "
+                                f"could not be written") from exc
+        if not isinstance(exc, av.error.FFmpegError):
+            raise
         raise HinetDeployError(f"FFmpeg failed on {src}: {exc}") from exc
     finally:
         source.close()

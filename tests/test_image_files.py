@@ -96,3 +96,49 @@ def test_16bit_to_jpeg_is_refused(tmp_path):
     with pytest.raises(HinetDeployError, match="8 bits per channel"):
         write_image_file(tmp_path / "x.jpg", _pattern(np.uint16))
     assert list(tmp_path.iterdir()) == []
+
+
+def _round_trip(tmp_path, image: Image.Image, name: str, **save) -> Image.Image:
+    """Read as restore reads, written back as restore writes (the pixels unchanged)."""
+    source, target = tmp_path / f"in-{name}", tmp_path / f"out-{name}"
+    image.save(source, **save)
+    got = read_image_file(source)
+    write_image_file(target, got.pixels, got)
+    return Image.open(target)
+
+
+def test_a_palette_image_stays_palette_with_its_transparency(tmp_path):
+    image = Image.new("P", (16, 12))
+    image.putpalette([0, 0, 0, 255, 0, 0, 0, 200, 30] + [0] * 253 * 3)
+    image.putdata([(x // 6) % 3 for x in range(16 * 12)])
+    out = _round_trip(tmp_path, image, "p.png", transparency=0)
+    assert out.mode == "P" and "transparency" in out.info
+    np.testing.assert_array_equal(np.array(out.convert("RGBA")),
+                                  np.array(Image.open(tmp_path / "in-p.png").convert("RGBA")))
+
+
+def test_one_bit_stays_one_bit(tmp_path):
+    image = Image.fromarray(np.random.default_rng(0).random((12, 16)) > 0.5)
+    out = _round_trip(tmp_path, image, "b.png")
+    assert out.mode == "1"
+    np.testing.assert_array_equal(np.array(out), np.array(image))
+
+
+def test_grey_with_alpha_stays_grey_with_alpha(tmp_path):
+    values = np.random.default_rng(0).integers(0, 256, (12, 16, 2), np.uint8)
+    out = _round_trip(tmp_path, Image.fromarray(values, mode="LA"), "la.png")
+    assert out.mode == "LA"
+    np.testing.assert_array_equal(np.array(out), values)
+
+
+def test_cmyk_stays_cmyk(tmp_path):
+    ramp = np.linspace(0, 255, 16)[None, :] * np.ones((12, 1))
+    values = np.dstack([ramp, ramp[:, ::-1], np.full_like(ramp, 90), np.zeros_like(ramp)])
+    values = values.astype(np.uint8)  # smooth (JPEG's own loss stays small); no black, so
+    # Pillow's plain CMYK <-> RGB conversion is exact
+    image = Image.fromarray(values, mode="CMYK")
+    for name in ("c.jpg", "c.tif"):
+        out = _round_trip(tmp_path, image, name, **({"quality": 100} if name.endswith("jpg") else {}))
+        assert out.mode == "CMYK"
+        seen = np.array(Image.open(tmp_path / f"in-{name}").convert("RGB"), np.int16)
+        assert np.abs(np.array(out.convert("RGB"), np.int16) - seen).max() <= 3

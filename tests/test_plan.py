@@ -69,3 +69,35 @@ def test_a_symlink_loop_fails_alone(tmp_path):
     plan = plan_jobs([tmp_path / "one"], tmp_path / "out")
     assert [Path(p).name for p, _ in plan.failed] == ["loop.png"]
     assert len(plan.jobs) == 3
+
+
+def test_an_output_with_a_file_name_is_that_file_for_one_input(tmp_path, small_onnx):
+    from hinet_deploy.cli import main
+
+    _tree(tmp_path)
+    photo = tmp_path / "one" / "a.png"
+    assert main(["restore", str(photo), "-o", str(tmp_path / "new" / "a_out.png"), "--model",
+                 str(small_onnx), "--quiet"]) == 0
+    assert (tmp_path / "new" / "a_out.png").is_file()  # a file, not a folder named a_out.png
+    plan = plan_jobs([photo], tmp_path / "x.jpg")
+    assert [(j.source, j.output) for j in plan.jobs] == [(photo, tmp_path / "x.jpg")]
+    (tmp_path / "looks.png").mkdir()  # an existing folder stays a folder, whatever its name
+    assert plan_jobs([photo], tmp_path / "looks.png").jobs[0].output == tmp_path / "looks.png" / \
+        "a.png"
+
+
+@pytest.mark.parametrize("inputs, output, message", [
+    (["one/a.png", "two/a.png"], "x.png", "names a file, but 2 inputs would go there"),
+    (["one"], "x.png", "names a file, but the folder"),
+    (["one/clip.mp4"], "x.png", "names an image file but"),
+])
+def test_ambiguous_file_outputs_are_refused_and_create_nothing(tmp_path, small_onnx, inputs,
+                                                               output, message, capsys):
+    from hinet_deploy.cli import main
+
+    _tree(tmp_path)
+    before = sorted(tmp_path.rglob("*"))
+    code = main(["restore", *[str(tmp_path / i) for i in inputs], "-o", str(tmp_path / "new" / output),
+                 "--model", str(small_onnx)])
+    assert code == 2 and message in capsys.readouterr().err
+    assert sorted(tmp_path.rglob("*")) == before

@@ -200,3 +200,55 @@ def test_a_damaged_video_is_a_failure_with_both_counts(tmp_path, small_onnx, cap
     assert code == 1 and not output.exists()
     assert "of 24 declared frames decoded" in said and "damaged.mp4" in said
     assert not list((tmp_path / "out").glob(".*"))  # no partial file left
+
+
+FULL_DISK_CHILD = """
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG), as on a full disk
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[1]), int(sys.argv[1])))
+from hinet_deploy.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def _noise_image(path: Path, size) -> None:
+    from PIL import Image
+
+    pixels = np.random.default_rng(len(path.name)).integers(0, 256, (*size[::-1], 3), np.uint8)
+    Image.fromarray(pixels).save(path)
+
+
+@pytest.mark.parametrize("big", ["c.png", "c.jpg", "c.tif", "c.mp4"])
+def test_a_full_disk_stops_the_run_keeps_what_finished_and_a_rerun_completes(tmp_path, small_onnx,
+                                                                           big):
+    import subprocess
+    import sys
+
+    from hinet_deploy.runtime.image_files import read_image_file
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for name in ("a.png", "b.jpg", "d.png"):
+        _noise_image(inputs / name, (64, 48))
+    if big.endswith(".mp4"):
+        make_video(inputs / big, frames=12, size=(320, 240), options={"crf": "0"})
+    else:
+        _noise_image(inputs / big, (640, 480))
+    out = tmp_path / "out"
+    command = ["restore", str(inputs), "-o", str(out), "--model", str(small_onnx), "--quiet",
+               "--crf", "0", "--pix-fmt", "yuv444p"]  # lossless: the video's output is large
+    limit = 100_000  # bytes: the small outputs fit, the big one does not
+    child = subprocess.run([sys.executable, "-c", FULL_DISK_CHILD, str(limit), *command],
+                           capture_output=True, text=True, timeout=300)
+    assert child.returncode == 1, child.stderr[-2000:]
+    assert "Traceback" not in child.stderr
+    summary = child.stdout.strip().splitlines()[-1]
+    assert "stopped: " in summary and "is full" in summary and "not tried" in summary
+    written = sorted(p.name for p in out.iterdir())
+    finished = ["a.png", "b.jpg"] + (["d.png"] if big.endswith(".mp4") else [])
+    assert written == finished  # no partial file, hidden or not; nothing after the stop
+    for name in finished:  # each whole: it decodes at its size
+        assert read_image_file(out / name).pixels.shape[:2] == (48, 64)
+    again = main(command)
+    assert again == 0 and sorted(p.name for p in out.iterdir()) == sorted(["a.png", "b.jpg", big,
+                                                                            "d.png"])

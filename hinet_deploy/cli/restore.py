@@ -24,7 +24,8 @@ def add_restore(sub):
                    help="image files, folders (recursive; the output mirrors their layout) and "
                         "videos (anything FFmpeg decodes); with --ray also URIs (s3://, gs://, ...)")
     p.add_argument("-o", "--output", required=True,
-                   help="folder to write into (same file names; made if missing); with --ray also "
+                   help="folder to write into (same file names; made if missing), or with one "
+                        "input file the file to write (an image or video name); with --ray also "
                         "a URI")
     p.add_argument("--model", type=Path, required=True,
                    help="what the Restorer opens: a checkpoint (.pth), ONNX graph or engine")
@@ -75,15 +76,20 @@ def add_restore(sub):
 
 
 def _restore_plan(args):
-    from hinet_deploy.restore.plan import plan_jobs
+    from hinet_deploy.restore.plan import output_is_file, plan_jobs
     from hinet_deploy.restore.uri import is_uri
 
     uris = any(is_uri(text) for text in [*args.inputs, args.output])
     if uris and not args.ray:
         raise HinetDeployError("filesystem URIs (s3://, gs://, ...) are read and written by "
                                "the Ray workers: add --ray")
+    for given in args.inputs:  # before -o is made: a usage error creates nothing
+        if not uris and not Path(given).exists():
+            raise HinetDeployError(f"input {given} does not exist")
     if not is_uri(args.output):
-        writable_dir(Path(args.output), "-o")
+        into_file = output_is_file(args.inputs, args.output)
+        folder = Path(args.output).parent if into_file else Path(args.output)
+        writable_dir(folder, "the folder of -o" if into_file else "-o")
     return plan_jobs(args.inputs, args.output)
 
 

@@ -1,5 +1,15 @@
 """The one exception type for errors a user can cause; CLIs print its message on one line."""
+import errno
 
 
 class HinetDeployError(Exception):
     """A problem with the user's input or environment, with a message that names it and the fix."""
+
+
+# A write that fails with one of these dooms every later write to the same disk.
+DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+class DiskFullError(HinetDeployError):
+    """The disk an output goes to is full (or the file size limit is reached): nothing later can be
+    written there either, so a run stops at the first one, saying what finished."""

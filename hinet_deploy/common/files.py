@@ -7,7 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from hinet_deploy.common.errors import HinetDeployError
+from hinet_deploy.common.errors import DISK_FULL_ERRNOS, DiskFullError, HinetDeployError
 
 # Where the commands write when told nowhere else: under the directory they run in, never inside
 # the package.
@@ -41,6 +41,27 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp"):
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+
+
+def write_whole(path: str | os.PathLike, data: bytes) -> None:
+    """Writes `data` to `path` and proves it is on the disk: every byte written, flushed and synced,
+    and the file's size on disk equal to len(data). A full disk is a DiskFullError naming it."""
+    try:
+        with open(path, "wb") as f:
+            view = memoryview(data)
+            while view:
+                view = view[f.write(view):]
+            f.flush()
+            os.fsync(f.fileno())
+            size = os.fstat(f.fileno()).st_size
+    except OSError as exc:
+        if exc.errno in DISK_FULL_ERRNOS:
+            raise DiskFullError(f"the disk of {Path(path).parent} is full ({exc.strerror}): "
+                                f"{Path(path).name} could not be written") from exc
+        raise
+    if size != len(data):
+        raise DiskFullError(f"{Path(path).name}: {size} of {len(data)} bytes reached the disk of "
+                            f"{Path(path).parent}")
 
 
 def file_sha256(path: str | os.PathLike) -> str:

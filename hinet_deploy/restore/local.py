@@ -6,7 +6,7 @@ and renamed when complete; an input that fails is reported by name and the rest 
 """
 from __future__ import annotations
 
-from hinet_deploy.common.errors import HinetDeployError
+from hinet_deploy.common.errors import DiskFullError, HinetDeployError
 from hinet_deploy.common.progress import progress_bar, say
 from hinet_deploy.restore.files import read_image, restore_file, write_image
 from hinet_deploy.restore.plan import Job, Plan
@@ -14,7 +14,8 @@ from hinet_deploy.restore.report import Report, RestoreOptions, prepare
 from hinet_deploy.runtime.stream import pipelined
 
 
-def _restore_images(jobs: list[Job], restorer, options: RestoreOptions, report: Report, log):
+def _restore_images(jobs: list[Job], restorer, options: RestoreOptions, report: Report, log) -> bool:
+    """False where the run must stop (a full disk), with the report saying why."""
     def restore(loaded):
         job, image, error = loaded
         if error is not None:
@@ -25,19 +26,26 @@ def _restore_images(jobs: list[Job], restorer, options: RestoreOptions, report: 
             return job, image, None, str(exc)
 
     with progress_bar(len(jobs), "images", "img", quiet=options.quiet) as bar:
-        for job, image, pixels, error in pipelined(restore, map(read_image, jobs)):
+        for done, (job, image, pixels, error) in enumerate(
+                pipelined(restore, map(read_image, jobs)), 1):
             if error is None:
                 try:
                     write_image(job, pixels, image, options.jpeg_quality)
                     report.restored.append(job.output)
+                except DiskFullError as exc:
+                    report.fail(job.source, str(exc), log)
+                    report.stopped, report.not_tried = str(exc), len(jobs) - done
+                    return False
                 except HinetDeployError as exc:
                     error = str(exc)
             if error is not None:
                 report.fail(job.source, error, log)
             bar.update(1)
+    return True
 
 
-def _restore_video(job: Job, restorer, options: RestoreOptions, report: Report, log):
+def _restore_video(job: Job, restorer, options: RestoreOptions, report: Report, log) -> bool:
+    """False where the run must stop (a full disk), with the report saying why."""
     with progress_bar(None, job.source.name, "frame", quiet=options.quiet) as bar:
         def total(frames):
             bar.total = frames
@@ -46,11 +54,16 @@ def _restore_video(job: Job, restorer, options: RestoreOptions, report: Report, 
         try:
             frames = restore_file(job, restorer, options.jpeg_quality, options.video, log=log,
                                   on_frame=lambda: bar.update(1), total=total)
+        except DiskFullError as exc:
+            report.fail(job.source, str(exc), log)
+            report.stopped = str(exc)
+            return False
         except HinetDeployError as exc:
             report.fail(job.source, str(exc), log)
-            return
+            return True
     report.restored.append(job.output)
     report.frames += frames
+    return True
 
 
 def run_restore(plan: Plan, restorer, options: RestoreOptions, log=None) -> Report:
@@ -58,8 +71,12 @@ def run_restore(plan: Plan, restorer, options: RestoreOptions, log=None) -> Repo
     log = log or say
     report, todo = prepare(plan, options, log)
     images = [j for j in todo if not j.is_video]
-    if images:
-        _restore_images(images, restorer, options, report, log)
-    for job in (j for j in todo if j.is_video):
-        _restore_video(job, restorer, options, report, log)
+    videos = [j for j in todo if j.is_video]
+    if images and not _restore_images(images, restorer, options, report, log):
+        report.not_tried += len(videos)
+        return report
+    for index, job in enumerate(videos):
+        if not _restore_video(job, restorer, options, report, log):
+            report.not_tried = len(videos) - index - 1
+            break
     return report

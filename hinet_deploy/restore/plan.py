@@ -108,12 +108,37 @@ class _UriTree:
         return f"{str(output).rstrip('/')}/{relative}"
 
 
+def output_is_file(inputs, output) -> bool:
+    """Whether `output` names the one file to write (one input file and an output name with an
+    image or video suffix that is not a folder already) rather than a folder; ambiguous cases are
+    refused in one line."""
+    kind = kind_of(output)
+    tree = _UriTree() if any(is_uri(str(x)) for x in [*inputs, output]) else _LocalTree()
+    if kind is None or tree.entry(output) == "folder":
+        return False
+    if len(inputs) != 1 or tree.entry(inputs[0]) != "file":
+        what = f"{len(inputs)} inputs" if len(inputs) != 1 else f"the folder {inputs[0]}"
+        raise HinetDeployError(f"-o {output} names a file, but {what} would go there: give a "
+                               f"folder to -o (or one input file)")
+    if kind_of(inputs[0]) != kind:
+        raise HinetDeployError(f"-o {output} names {'an' if kind == IMAGE else 'a'} {kind} file "
+                               f"but {inputs[0]} is {'an' if kind_of(inputs[0]) == IMAGE else 'a'} "
+                               f"{kind_of(inputs[0])}")
+    return True
+
+
 def plan_jobs(inputs, output) -> Plan:
-    """The plan for `inputs` (paths, or URIs) written under the folder `output` (a path or URI).
-    A missing input and a plan that would lose data are usage errors (HinetDeployError)."""
+    """The plan for `inputs` (paths, or URIs) written under the folder `output` (a path or URI),
+    or into the file `output` where it names one (output_is_file). A missing input and a plan that
+    would lose data are usage errors (HinetDeployError)."""
     uris = any(is_uri(str(x)) for x in [*inputs, output])
     tree = _UriTree() if uris else _LocalTree()
     plan, out_key = Plan(), as_uri(output)
+    if inputs and tree.entry(inputs[0]) is not None and output_is_file(inputs, output):
+        plan.jobs.append(Job(tree.source(inputs[0]), output if uris else Path(output),
+                             kind_of(inputs[0])))
+        _check(plan)
+        return plan
     for given in inputs:
         entry = tree.entry(given)
         if entry is None:

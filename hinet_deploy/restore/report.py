@@ -27,6 +27,8 @@ class Report:
     skipped: int = 0
     failed: list[tuple[Path | str, str]] = field(default_factory=list)
     frames: int = 0
+    stopped: str | None = None  # why the run stopped before the end (a full disk)
+    not_tried: int = 0  # inputs left for a re-run when it stopped
 
     def fail(self, source, error: str, log) -> None:
         """An input that could not be restored: listed at the end, and said as it happens."""
@@ -59,4 +61,7 @@ def summary(report: Report, plan: Plan) -> str:
     if report.failed:
         parts.append(f"{len(report.failed)} failed: "
                      + "; ".join(f"{path} ({error})" for path, error in report.failed))
+    if report.stopped:
+        parts.append(f"stopped: {report.stopped}; {report.not_tried} not tried (a re-run restores "
+                     f"them, keeping what finished)")
     return ", ".join(parts)
