@@ -55,6 +55,20 @@ def test_pairs_are_found_by_layout(pair_dir):
     assert degraded.shape == clean.shape == (48, 40, 3)
 
 
+def test_unpaired_files_are_named_and_sub_folders_are_read(pair_dir, tmp_path):
+    dataset = open_dataset(pair_dir)
+    assert dataset.unmatched == ["s1/blur/unpaired.png"]
+    said = []
+    req = GraphRequest(out_dir=tmp_path / "graphs",
+                       calib=CalibOptions(count=2, crop=64, cache_dir=tmp_path / "cc"))
+    Validation(DEMO_CHECKPOINT, dataset, req, "blend", engines=([], [])).run(None, said.append)
+    assert said[0] == "left out 1 files without their pair: s1/blur/unpaired.png"
+    # A folder of clean images is read as restore reads folders: sub-folders too.
+    _save(tmp_path / "clean" / "a.png", np.full((32, 32, 3), 128, np.uint8))
+    _save(tmp_path / "clean" / "trip" / "b.png", np.full((32, 32, 3), 90, np.uint8))
+    assert sorted(p.name for p in open_dataset(tmp_path / "clean")) == ["a.png", "trip/b.png"]
+
+
 def test_clean_folder_gets_the_stated_noise(tmp_path):
     _save(tmp_path / "a.png", np.full((32, 32, 3), 128, np.uint8))
     dataset = open_dataset(tmp_path, sigma=10)
@@ -66,11 +80,13 @@ def test_clean_folder_gets_the_stated_noise(tmp_path):
 def test_validate_cli_json_and_independent_psnr(pair_dir, tmp_path):
     out = tmp_path / "v"
     result = subprocess.run([sys.executable, "-m", "hinet_deploy.cli", "validate", "--data",
-                             str(pair_dir), "--out-dir", str(out), "--json", str(tmp_path / "r.json")],
+                             str(pair_dir), "--out-dir", str(out), "--json", str(tmp_path / "r.json"),
+                             "--mode", "whole"],
                             capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "r.json").read_text())
     assert {"checkpoint", "dataset", "mode", "device", "results", "unavailable"} <= set(report)
+    assert report["mode"] == "whole" and report["unmatched"] == ["s1/blur/unpaired.png"]
     keys = [(r["backend"], r["precision"]) for r in report["results"]]
     assert keys == [("pytorch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "fp16"),
                     ("onnxruntime", "int8")]

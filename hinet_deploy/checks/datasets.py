@@ -7,7 +7,7 @@ clean ones (target, sharp, gt, clean, norain, groundtruth); files are paired by 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -32,6 +32,7 @@ class Pair:
 class Dataset:
     description: str
     pairs: list[Pair]
+    unmatched: list[str] = field(default_factory=list)  # files without their other half
 
     def __iter__(self) -> Iterator[Pair]:
         return iter(self.pairs)
@@ -50,30 +51,37 @@ def as_rgb8(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
-def _images(folder: Path) -> dict[str, Path]:
-    return {p.name: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+def _images(folder: Path, recursive: bool = False) -> dict[str, Path]:
+    """Image files by their path inside `folder` (sub-folders too where `recursive`, as restore
+    reads a folder)."""
+    found = folder.rglob("*") if recursive else folder.iterdir()
+    return {p.relative_to(folder).as_posix(): p for p in sorted(found)
+            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES}
 
 
 def paired_folder(root: Path) -> Dataset | None:
     """Pairs found under root, or None where root holds no degraded/clean folder pair."""
-    pairs = []
+    pairs, unmatched = [], []
     for degraded_dir in sorted(p for p in root.rglob("*") if p.is_dir()
                                and p.name.lower() in DEGRADED_DIRS):
         clean_dir = next((d for d in degraded_dir.parent.iterdir()
                           if d.is_dir() and d.name.lower() in CLEAN_DIRS), None)
         if clean_dir is None:
+            unmatched.append(f"{degraded_dir.relative_to(root)}/ (no clean folder beside it)")
             continue
-        clean = _images(clean_dir)
-        for name, path in _images(degraded_dir).items():
+        clean, degraded = _images(clean_dir, True), _images(degraded_dir, True)
+        for name, path in degraded.items():
             if name in clean:
                 rel = path.relative_to(root)
                 pairs.append(Pair(str(rel), lambda p=path, c=clean[name]: (
                     as_rgb8(read_image(p)), as_rgb8(read_image(c)))))
-    return Dataset(f"pairs under {root}", pairs) if pairs else None
+        unmatched += [str(p.relative_to(root)) for n, p in {**degraded, **clean}.items()
+                      if (n in degraded) != (n in clean)]
+    return Dataset(f"pairs under {root}", pairs, unmatched) if pairs else None
 
 
 def noisy_clean_folder(root: Path, sigma: float, seed: int) -> Dataset:
-    images = _images(root)
+    images = _images(root, recursive=True)
     if not images:
         raise HinetDeployError(f"{root} holds no images and no degraded/clean folder pairs "
                                f"(looked for {', '.join(sorted(DEGRADED_DIRS))} beside "

@@ -23,6 +23,7 @@ from hinet_deploy.checks.contenders import BASELINE, contenders
 from hinet_deploy.checks.timing import device_name
 from hinet_deploy.runtime import Restorer
 from hinet_deploy.runtime.metrics import psnr, ssim
+from hinet_deploy.runtime.tiling import DEFAULT_MODE
 
 @dataclass
 class ImageResult:
@@ -66,6 +67,11 @@ class Validation:
         self.sample = None  # (name, degraded, clean, {key: output}) of the first image
 
     def run(self, json_path: Path | None, log=say) -> dict:
+        if self.dataset.unmatched:
+            shown = self.dataset.unmatched[:5]
+            more = len(self.dataset.unmatched) - len(shown)
+            log(f"left out {len(self.dataset.unmatched)} files without their pair: "
+                f"{', '.join(shown)}{f' and {more} more' if more > 0 else ''}")
         try:
             for index, pair in enumerate(self.dataset, 1):
                 self._one_image(pair)
@@ -99,6 +105,7 @@ class Validation:
     def as_dict(self) -> dict:
         return {
             "checkpoint": str(self.ckpt), "dataset": self.dataset.description, "mode": self.mode,
+            "unmatched": self.dataset.unmatched,
             "device": device_name(), "interrupted": self.interrupted,
             "metrics": "PSNR/SSIM on RGB, no border crop, 8-bit; SSIM: 11x11 Gaussian, sigma 1.5",
             "results": [{"backend": r.backend, "precision": r.precision, "model": r.model,
@@ -124,7 +131,7 @@ def _finite(obj):
 
 
 def validate(ckpt: Path | None = None, data: Path | None = None, sigma: float = DEMO_NOISE_SIGMA,
-             mode: str = "whole", out_dir: Path = DEFAULT_OUTPUT_DIR / "validate",
+             mode: str = DEFAULT_MODE, out_dir: Path = DEFAULT_OUTPUT_DIR / "validate",
              json_path: Path | None = None) -> tuple[dict, str]:
     """The whole of `hinet-deploy validate`: runs, writes report.md, the JSON and the figures.
 

@@ -9,6 +9,7 @@ from hinet_deploy.calib.photos import DEMO_NOISE_SIGMA
 from hinet_deploy.cli.args import (add_int8_options, calib_options, checkpoint_or_demo, command,
                                    noise_level, positive_int, size_type)
 from hinet_deploy.common.files import DEFAULT_OUTPUT_DIR, atomic_path, output_file, writable_dir
+from hinet_deploy.runtime.tiling import DEFAULT_MODE, MODES
 
 
 def add_claims(sub):
@@ -128,8 +129,9 @@ def add_validate(sub):
                    "images to add noise to; default: the shipped held-out photographs")
     p.add_argument("--sigma", type=noise_level, default=DEMO_NOISE_SIGMA,
                    help="noise for clean-only data (0-255)")
-    p.add_argument("--mode", choices=("whole", "grids"), default="whole",
-                   help="whole images, or the official 256-tile grids (default whole)")
+    p.add_argument("--mode", choices=MODES, default=DEFAULT_MODE,
+                   help=f"as the Restorer runs: blended tiles, the official 256-tile grids or whole "
+                        f"images (default {DEFAULT_MODE}, the Restorer's and restore's)")
     p.add_argument("--out-dir", type=Path, default=DEFAULT_OUTPUT_DIR / "validate",
                    help=f"folder for graphs and reports (default {DEFAULT_OUTPUT_DIR}/validate)")
     p.add_argument("--json", type=Path, help="default: OUT_DIR/report.json")
