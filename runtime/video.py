@@ -20,6 +20,7 @@ encoding overlap (runtime.stream) and every queue is bounded, so memory does not
 from __future__ import annotations
 
 import heapq
+import logging
 import os
 import struct
 from collections import deque
@@ -92,7 +93,15 @@ class VideoFacts:
 
 
 def _av():
-    return require("av", "pip install 'hinet-deploy[video]'", "restoring videos")
+    av = require("av", "pip install 'hinet-deploy[video]'", "restoring videos")
+    if av.logging.get_level() is None:
+        # FFmpeg's own error lines then end PyAV's exception messages ("last error log: [mjpeg]
+        # Invalid pts ..."), which the failures show; they are kept off the terminal.
+        av.logging.set_level(av.logging.ERROR)
+        ffmpeg_log = logging.getLogger("libav")
+        ffmpeg_log.propagate = False
+        ffmpeg_log.addHandler(logging.NullHandler())
+    return av
 
 
 def check_encoder(codec: str) -> None:
