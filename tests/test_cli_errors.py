@@ -51,7 +51,7 @@ CASES = [
     ("restore photo.png -o out --model truncated.onnx", "truncated.onnx"),
     ("restore photo.png -o out --model photo.png", "photo.png"),
     ("restore photo.png -o {ro} --model good.onnx", "cannot write"),
-    ("restore photo.png -o photo.png --model good.onnx", "not a directory"),
+    ("restore photo.png -o photo.png --model good.onnx", "would be overwritten by its own output"),
     ("restore photo.png -o out --model good.onnx --tile 0", "not at least 1"),
     ("restore photo.png -o out --model good.onnx --mode blend --tile 40", "multiple of 16"),
     ("restore photo.png -o out --model good.onnx --jpeg-quality -1", "not at least 1"),
