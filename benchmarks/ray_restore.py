@@ -71,7 +71,7 @@ def videos(rounds: int, frames: int = 48) -> None:
     """Whole videos against segments, 2 workers x 1 thread, in one Ray instance, alternated."""
     from hinet_deploy.restore.cluster import RayRuntime, restore_files
     from hinet_deploy.restore.plan import VIDEO, Job
-    from hinet_deploy.runtime.video import VideoOptions
+    from hinet_deploy.restore.report import RestoreOptions
     from restore_pipeline import demo_graph, make_video
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -79,7 +79,7 @@ def videos(rounds: int, frames: int = 48) -> None:
         graph = demo_graph(tmp)
         for name in ("a.mp4", "b.mp4"):
             make_video(tmp / name, frames, keyint=12)
-        write = {"jpeg_quality": 95, "video": VideoOptions()}
+        write = RestoreOptions(quiet=True)
         results = {}
         with RayRuntime(None):
             for count in (1, 2):

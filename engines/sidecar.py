@@ -15,6 +15,7 @@ from pathlib import Path
 from hinet_deploy.common.errors import HinetDeployError
 from hinet_deploy.common.files import atomic_path
 from hinet_deploy.common.limits import HINET_SIZE_MULTIPLE
+from hinet_deploy.common.untrusted import checked_fields, confined
 from hinet_deploy.export.metadata import INPUT_NAME, OUTPUT_NAME
 
 SCHEMA = 2  # 1: the unversioned sidecar of hinet-deploy 0.1 (read, converted on the fly)
@@ -38,9 +39,12 @@ class EngineSidecar:
     schema: int = SCHEMA
 
     def path_fact(self, name: str, engine: Path) -> Path | None:
-        """A path fact resolved against the engine's folder (wherever the folder now is)."""
+        """A path fact resolved against the engine's folder (wherever the folder now is), refused
+        where it leads out of that folder (common.untrusted)."""
         value = self.facts.get(name)
-        return None if value is None else (Path(engine).parent / value)
+        if value is None:
+            return None
+        return confined(Path(engine).parent, value, f"the sidecar of {Path(engine).name} ({name})")
 
     def as_dict(self) -> dict:
         data = dataclasses.asdict(self)
@@ -84,6 +88,32 @@ def _from_schema_1(data: dict) -> dict:
             "facts": {k: v for k, v in data.items() if k not in known}}
 
 
+# What each field of a sidecar must be, checked before any is read (a sidecar may come from
+# elsewhere with an engine folder).
+FIELD_TYPES = {"schema": int, "tensorrt": str, "tensorrt_version": str, "precision": str,
+               "profile": dict, "inputs": list, "outputs": list, "size_multiple": int,
+               "compute_capabilities": list, "hin_plugin": bool, "facts": dict}
+FACT_TYPES = {"onnx": (str, type(None)), "onnx_sha256": (str, type(None)),
+              "engine_bytes": (int, type(None)), "hin_graph": (str, type(None)),
+              "hin_plugin_version": (str, type(None)), "default_targets": (str, type(None))}
+
+
+def _check_types(data: dict, path: Path) -> None:
+    where = f"sidecar {path}"
+    checked_fields(data, FIELD_TYPES, where)
+    checked_fields(data.get("facts", {}), FACT_TYPES, f"{where} (facts)")
+    profile = data.get("profile")
+    for key in ("min", "opt", "max"):
+        shape = profile.get(key) if isinstance(profile, dict) else None
+        if not (isinstance(shape, list) and len(shape) == 4
+                and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape)):
+            raise HinetDeployError(f"{where}: profile {key} is {shape!r:.40}, not four positive "
+                                   f"whole numbers N, 3, H, W: rebuild the engine")
+    for key in ("inputs", "outputs", "compute_capabilities"):
+        if not all(isinstance(v, str) for v in data.get(key, [])):
+            raise HinetDeployError(f"{where}: {key} holds something other than names")
+
+
 def read_sidecar(engine: Path) -> EngineSidecar:
     """The sidecar of ENGINE, checked; one clear error for a missing, unreadable or foreign one."""
     path = sidecar_path(engine)
@@ -98,6 +128,7 @@ def read_sidecar(engine: Path) -> EngineSidecar:
         raise HinetDeployError(f"sidecar {path} does not hold an object: rebuild the engine")
     if "schema" not in data:
         data = _from_schema_1(data)
+    _check_types(data, path)
     if data["schema"] > SCHEMA:
         raise HinetDeployError(f"sidecar {path} has schema {data['schema']}; this hinet-deploy "
                                f"reads up to {SCHEMA}: upgrade hinet-deploy")

@@ -18,6 +18,7 @@ import torch
 from hinet_deploy.export.model import HINet, HINetConfig
 from hinet_deploy.export.variants import OFFICIAL_VARIANTS, infer_config, match_official
 from hinet_deploy.common.errors import HinetDeployError
+from hinet_deploy.common.untrusted import check_archive
 from hinet_deploy.common.files import atomic_path, input_file
 
 # BasicSR keeps the EMA weights, when it trains with them, beside the plain ones: they are the
@@ -86,6 +87,7 @@ def unsafe_globals(path: Path) -> list[str]:
 
 def _read_file(path: Path):
     input_file(path, "checkpoint")
+    check_archive(path)  # before torch unpacks anything
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from hinet_deploy.common.errors import HinetDeployError
 from hinet_deploy.common.files import input_file
+from hinet_deploy.common.untrusted import confined
 
 PREFIX = "hinet."
 # The tensor names of every exported graph, its engines and sidecars: one image in, the restored
@@ -45,13 +46,28 @@ def load_graph(path: Path, load_external_data: bool = True):
     import onnx
     from google.protobuf.message import DecodeError
 
+    from onnx.external_data_helper import load_external_data_for_model, uses_external_data
+
     path = input_file(path, "ONNX file")
     try:
-        model = onnx.load(str(path), load_external_data=load_external_data)
+        model = onnx.load(str(path), load_external_data=False)
     except (DecodeError, OSError, ValueError) as exc:
         raise HinetDeployError(f"{path} is not a readable ONNX graph ({exc})") from exc
     if not model.graph.node:  # protobuf parses many foreign files as an empty message
         raise HinetDeployError(f"{path} is not a readable ONNX graph (it holds no nodes)")
+    external = [t for t in model.graph.initializer if uses_external_data(t)]
+    for tensor in external:  # each data file confined to the graph's folder before it is read
+        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        data = confined(path.parent, location, f"the graph {path.name} (external data of "
+                                               f"{tensor.name})")
+        if not data.is_file():
+            raise HinetDeployError(f"{path}: the external data file {location} of {tensor.name} "
+                                   f"is missing beside the graph")
+    if external and load_external_data:
+        try:
+            load_external_data_for_model(model, str(path.parent))
+        except (OSError, ValueError) as exc:
+            raise HinetDeployError(f"{path}: its external data cannot be read ({exc})") from exc
     return model
 
 

@@ -29,6 +29,7 @@ import numpy as np
 
 from hinet_deploy.common.errors import HinetDeployError
 from hinet_deploy.common.files import atomic_path, write_whole
+from hinet_deploy.common.untrusted import check_pixels
 
 # Formats restored and written back as themselves (Pillow's names), by file extension.
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF",
@@ -131,13 +132,16 @@ def _to_file_mode(img, mode: str, icc: bytes | None):
     return img
 
 
-def read_image_file(path) -> ImageFile:
-    """Reads an image file upright, at its bit depth, with its profile and EXIF."""
+def read_image_file(path, max_pixels: int | None = None) -> ImageFile:
+    """Reads an image file upright, at its bit depth, with its profile and EXIF. An image of more
+    than `max_pixels` (default: common.untrusted.max_pixels(), sized to the machine) is refused
+    from its header, before its pixels are decoded, by whichever reader would decode it."""
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
     try:
         with Image.open(path) as img:
+            check_pixels(*img.size, f"image {path}", max_pixels)
             frames = getattr(img, "n_frames", 1)
             if frames > 1:
                 raise HinetDeployError(
@@ -157,8 +161,12 @@ def read_image_file(path) -> ImageFile:
             mode = img.mode
     except FileNotFoundError as exc:
         raise HinetDeployError(f"image {path} does not exist") from exc
+    except HinetDeployError:
+        raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:  # truncated, corrupt
         raise HinetDeployError(f"cannot read image {path}: {exc}") from exc
+    except Exception as exc:  # the readers' own types: pypng's ChunkError, tifffile's, Pillow's
+        raise HinetDeployError(f"cannot read image {path}: {type(exc).__name__}: {exc}") from exc
     return ImageFile(_upright(pixels, orientation), fmt, icc, exif.tobytes() if len(exif) else None,
                      mode)
 

@@ -32,6 +32,33 @@ def _amount(mb: float) -> str:
     return f"{mb / 1024:.1f} GB" if mb >= 1024 else f"{mb:.0f} MB"
 
 
+def _whole(name: str, value, low: int, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise HinetDeployError(f"{name} must be a whole number, not {type(value).__name__} "
+                               f"{value!r}")
+    if value < low:
+        raise HinetDeployError(f"{name} must be at least {low}, not {value}")
+
+
+def _check_options(mode, tile, overlap, batch, memory_budget_mb, backend_options) -> None:
+    """The Restorer's options, checked when it is made, not at its first call: types and ranges."""
+    from hinet_deploy.runtime.tiling import MODES
+
+    if mode not in MODES:
+        raise HinetDeployError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+    _whole("tile", tile, 1, allow_none=True)
+    _whole("overlap", overlap, 0)
+    _whole("batch", batch, 1)
+    if "threads" in backend_options:
+        _whole("threads", backend_options["threads"], 1, allow_none=True)
+    if memory_budget_mb is not None and (isinstance(memory_budget_mb, bool) or not isinstance(
+            memory_budget_mb, (int, float)) or not memory_budget_mb > 0):
+        raise HinetDeployError(f"memory_budget_mb must be a number above 0 (or None for a share "
+                               f"of the memory available), not {memory_budget_mb!r}")
+
+
 class Restorer:
     """Runs a HINet graph (or checkpoint, or engine) over images, handling size, type and tiling.
 
@@ -48,8 +75,9 @@ class Restorer:
                  overlap: int = DEFAULT_OVERLAP, batch: int = DEFAULT_BATCH,
                  memory_budget_mb: float | None = None,
                  on_tiling: Callable[[str], None] | None = None, **backend_options):
-        if batch < 1:
-            raise HinetDeployError(f"batch must be at least 1, not {batch}")
+        _check_options(mode=mode, tile=tile, overlap=overlap, batch=batch,
+                       memory_budget_mb=memory_budget_mb, backend_options=backend_options)
+        self.closed = False
         if hasattr(model_path, "run"):
             # An object with run() and limits (the caller's own runtime.backends.Backend) is used
             # as it is.
@@ -129,6 +157,8 @@ class Restorer:
         return run_plan(chw, plan, self._run_batch, self.batch)
 
     def __call__(self, image):
+        if self.closed:
+            raise HinetDeployError("this Restorer was closed: make a new one")
         if is_device_array(image):
             import torch
 
@@ -151,7 +181,9 @@ class Restorer:
         return pipelined(self, frames, depth)
 
     def close(self) -> None:
-        self.backend.close()
+        if not self.closed:
+            self.backend.close()
+            self.closed = True
 
     def __enter__(self):
         return self

@@ -33,6 +33,7 @@ import numpy as np
 from hinet_deploy.common.errors import DISK_FULL_ERRNOS, DiskFullError, HinetDeployError
 from hinet_deploy.common.files import atomic_path
 from hinet_deploy.common.lazy import require
+from hinet_deploy.common.untrusted import check_pixels
 from hinet_deploy.runtime.stream import pipelined
 
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".mts",
@@ -115,6 +116,37 @@ def check_encoder(codec: str) -> None:
                                f"{', '.join(offered)}") from exc
 
 
+# The quality range of each encoder's constant-quality knob (x264/x265 crf: 0-51, SVT-AV1 crf:
+# 0-63, NVENC cq: 0-51; their documentation). Others are passed through unchecked.
+CRF_RANGE = {"libx264": (0, 51), "libx265": (0, 51), "libsvtav1": (0, 63), "libaom-av1": (0, 63),
+             "h264_nvenc": (0, 51), "hevc_nvenc": (0, 51), "av1_nvenc": (0, 51)}
+
+
+def check_video_options(options: VideoOptions) -> None:
+    """The encoder exists and encodes video, its quality is in its range, the pixel format is one
+    FFmpeg knows and the encoder takes: one line each, before any work."""
+    av = _av()
+    check_encoder(options.codec)
+    codec = av.codec.Codec(options.codec, "w")
+    if codec.type != "video":
+        raise HinetDeployError(f"--codec {options.codec} is {'an' if codec.type == 'audio' else 'a'}"
+                               f" {codec.type} encoder, not a video one (libx264, libx265, ...)")
+    low, high = CRF_RANGE.get(options.codec, (None, None))
+    if options.crf is not None and low is not None and not low <= options.crf <= high:
+        raise HinetDeployError(f"--crf {options.crf} is outside {options.codec}'s range "
+                               f"{low}-{high}")
+    if options.pix_fmt:
+        try:
+            av.video.format.VideoFormat(options.pix_fmt)
+        except (ValueError, av.error.FFmpegError) as exc:
+            raise HinetDeployError(f"--pix-fmt {options.pix_fmt} is not a pixel format FFmpeg "
+                                   f"knows ({exc})") from exc
+        offered = [f.name for f in (codec.video_formats or [])]
+        if offered and options.pix_fmt not in offered:
+            raise HinetDeployError(f"{options.codec} does not take --pix-fmt {options.pix_fmt}; "
+                                   f"it takes {', '.join(offered)}")
+
+
 def _is_picture(stream) -> bool:
     """A cover picture (a video stream holding one still), copied rather than restored."""
     return bool(int(stream.disposition) & int(_av().stream.Disposition.attached_pic))
@@ -138,11 +170,14 @@ def _side_data(frame, name: str) -> bytes | None:
     return None if data is None else bytes(data)
 
 
-def probe(src: Path) -> VideoFacts:
-    """The facts of the video stream (its first frame's colour tags and side data)."""
+def probe(src: Path, max_pixels: int | None = None) -> VideoFacts:
+    """The facts of the video stream (its first frame's colour tags and side data); a frame size
+    over the pixel limit (common.untrusted) is refused from the stream's header."""
     av = _av()
     with av.open(str(src)) as container:
         video = main_video(container, src)
+        check_pixels(video.codec_context.width, video.codec_context.height,
+                     f"the video {src}", max_pixels)
         fmt = video.codec_context.format
         deep = fmt is not None and max((c.bits for c in fmt.components), default=8) > 8
         frame = next(container.decode(video), None)
@@ -321,15 +356,16 @@ def restore_video(src: Path, dst: Path, restore: Callable[[np.ndarray], np.ndarr
                   options: VideoOptions | None = None, on_frame: Callable[[], None] | None = None,
                   total: Callable[[int | None], None] | None = None,
                   span: tuple[int, int | None] | None = None,
-                  log: Callable[[str], None] | None = None) -> VideoReport:
+                  log: Callable[[str], None] | None = None,
+                  max_pixels: int | None = None) -> VideoReport:
     """Restores every frame of `src` with `restore` (e.g. a Restorer) into `dst`; with `span`
     (from segments()), only that segment's frames, and no other streams (join_segments adds
     them). `log` hears what was done that the user should know (also in the report's notes)."""
     av = _av()
     options = options or VideoOptions()
-    check_encoder(options.codec)
+    check_video_options(options)
     try:
-        facts = probe(src)
+        facts = probe(src, max_pixels)
         source = av.open(str(src))
     except (av.error.FFmpegError, OSError) as exc:
         raise HinetDeployError(f"cannot read video {src}: {exc}") from exc

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
 import sys
 
 from hinet_deploy.cli import build, checks, demo, restore
@@ -54,8 +55,14 @@ def main(argv=None, parser: argparse.ArgumentParser | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        # Every output's temporary file was removed while the interrupt unwound the stack. End
+        # here, without the interpreter's shutdown: a worker thread may still be inside ONNX
+        # Runtime or PyTorch, whose thread pools abort the process (exit 134, "terminate called
+        # without an active exception") when torn down under it.
         print("interrupted", file=sys.stderr)
-        return 130
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
     except OSError as exc:  # the disk, not the program: full, read-only, gone
         if args.debug or exc.filename is None:
             raise

@@ -21,6 +21,25 @@ def positive_int(text: str) -> int:
     return value
 
 
+def positive_float(text: str) -> float:
+    """An argparse type: a number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{value:g} is not above 0")
+    return value
+
+
+def quality(text: str) -> int:
+    """An argparse type: an encoder quality of 1 to 100 (JPEG, WebP)."""
+    value = positive_int(text)
+    if value > 100:
+        raise argparse.ArgumentTypeError(f"{value} is not a quality of 1 to 100")
+    return value
+
+
 def noise_level(text: str) -> float:
     """An argparse type: a noise sigma on the 0-255 scale, 0 or more."""
     try:

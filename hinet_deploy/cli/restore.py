@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hinet_deploy.cli.args import command, positive_int
+from hinet_deploy.cli.args import command, positive_float, positive_int, quality
 from hinet_deploy.common.errors import HinetDeployError
 from hinet_deploy.common.files import input_file, writable_dir
 
@@ -47,7 +47,11 @@ def add_restore(sub):
     p.add_argument("--overwrite", action="store_true",
                    help="restore again where the output exists (default: skip it)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--jpeg-quality", type=positive_int, default=DEFAULT_JPEG_QUALITY,
+    p.add_argument("--max-megapixels", type=positive_float, default=None,
+                   help="refuse images and video frames larger than this, from their headers, "
+                        "before decoding (default: sized to the memory available; also "
+                        "$HINET_DEPLOY_MAX_PIXELS)")
+    p.add_argument("--jpeg-quality", type=quality, default=DEFAULT_JPEG_QUALITY,
                    help=f"JPEG and WebP outputs (default {DEFAULT_JPEG_QUALITY})")
     p.add_argument("--codec", default=DEFAULT_CODEC,
                    help=f"video encoder, FFmpeg's name: libx264, libx265, libsvtav1, h264_nvenc, "
@@ -76,6 +80,7 @@ def add_restore(sub):
 
 
 def _restore_plan(args):
+    """The plan, checked whole before anything is made: a usage error creates nothing."""
     from hinet_deploy.restore.plan import output_is_file, plan_jobs
     from hinet_deploy.restore.uri import is_uri
 
@@ -83,36 +88,48 @@ def _restore_plan(args):
     if uris and not args.ray:
         raise HinetDeployError("filesystem URIs (s3://, gs://, ...) are read and written by "
                                "the Ray workers: add --ray")
-    for given in args.inputs:  # before -o is made: a usage error creates nothing
-        if not uris and not Path(given).exists():
-            raise HinetDeployError(f"input {given} does not exist")
+    plan = plan_jobs(args.inputs, args.output)
     if not is_uri(args.output):
         into_file = output_is_file(args.inputs, args.output)
         folder = Path(args.output).parent if into_file else Path(args.output)
-        writable_dir(folder, "the folder of -o" if into_file else "-o")
-    return plan_jobs(args.inputs, args.output)
+        return plan, (folder, "the folder of -o" if into_file else "-o")
+    return plan, None
+
+
+def _video_options(args, plan):
+    from hinet_deploy.runtime.video import DEFAULT_CODEC, VideoOptions, check_video_options
+
+    video = VideoOptions(codec=args.codec, crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt)
+    asked = args.codec != DEFAULT_CODEC or args.pix_fmt or args.crf != VideoOptions.crf
+    if asked or any(job.is_video for job in plan.jobs):  # images alone need no PyAV
+        check_video_options(video)
+    return video
 
 
 def cmd_restore(args) -> int:
     from hinet_deploy.common.progress import say as log
     from hinet_deploy.restore.report import RestoreOptions, summary
     from hinet_deploy.runtime import Restorer
-    from hinet_deploy.runtime.video import VideoOptions, check_encoder
 
     input_file(args.model, "model")
-    plan = _restore_plan(args)
-    video = VideoOptions(codec=args.codec, crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt)
-    if any(job.is_video for job in plan.jobs):
-        check_encoder(args.codec)
+    if args.ray:
+        from hinet_deploy.restore.cluster import reachable
+
+        reachable(args.ray_address)  # seconds, not Ray's endless retries
+    plan, folder = _restore_plan(args)
+    video = _video_options(args, plan)
     extra = {"threads": args.threads} if args.threads else {}
-    options = RestoreOptions(args.overwrite, args.quiet, args.jpeg_quality, video)
-    restorer_options = {"backend": args.backend, "mode": args.mode, "tile": args.tile, "overlap": args.overlap,
-                        "memory_budget_mb": args.memory_budget_mb}
+    max_pixels = None if args.max_megapixels is None else int(args.max_megapixels * 1e6)
+    options = RestoreOptions(args.overwrite, args.quiet, args.jpeg_quality, video, max_pixels)
+    restorer_options = {"backend": args.backend, "mode": args.mode, "tile": args.tile,
+                        "overlap": args.overlap, "memory_budget_mb": args.memory_budget_mb}
     if args.ray:
         from hinet_deploy.restore.cluster import RayOptions, run_restore_ray
 
         if args.ray_address is None:  # local: a bad model is one line here, not in every actor
             Restorer(args.model, **restorer_options, **extra).close()
+        if folder is not None:
+            writable_dir(*folder)
         ray_options = RayOptions(args.ray_address, args.workers, args.gpus_per_worker,
                                  args.threads_per_worker)
         report = run_restore_ray(plan, args.model, restorer_options, options, ray_options, log)
@@ -120,6 +137,8 @@ def cmd_restore(args) -> int:
         from hinet_deploy.restore.local import run_restore
 
         with Restorer(args.model, on_tiling=log, **restorer_options, **extra) as restorer:
+            if folder is not None:
+                writable_dir(*folder)  # once the model opened: a bad model creates nothing
             report = run_restore(plan, restorer, options, log)
     print(summary(report, plan))
     return 1 if report.failed else 0

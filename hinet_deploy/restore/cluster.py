@@ -11,7 +11,12 @@ retried row writes the same file again, whole, and never leaves a partial one.
 """
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import socket
 import tempfile
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,12 +27,34 @@ from hinet_deploy.common.lazy import require
 from hinet_deploy.common.progress import say
 from hinet_deploy.restore.files import restore_file
 from hinet_deploy.restore.plan import Job, Plan
-from hinet_deploy.restore.report import Report, RestoreOptions, prepare
+from hinet_deploy.restore.report import Report, RestoreOptions, prepare, unexpected
 from hinet_deploy.restore.uri import download, is_uri, upload
 
 
 def _ray():
     return require("ray", "pip install 'hinet-deploy[cluster]'", "restoring with Ray")
+
+
+MODEL_FOLDER_PREFIX = "hinet-deploy-model-"
+
+
+def remove_stale_model_folders(root: Path | None = None) -> list[Path]:
+    """Removes the model folders of actors whose process is gone (killed, so nothing of theirs
+    ran at exit); returns them. A folder's name holds its actor's process id."""
+    root = Path(root or tempfile.gettempdir())
+    removed = []
+    for folder in root.glob(f"{MODEL_FOLDER_PREFIX}*"):
+        pid = folder.name[len(MODEL_FOLDER_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+        except PermissionError:  # alive, another user's
+            pass
+    return removed
 
 
 class _ModelActor:
@@ -39,7 +66,12 @@ class _ModelActor:
         ray = _ray()
         if isinstance(files, ray.ObjectRef):
             files = ray.get(files)
-        self.folder = Path(tempfile.mkdtemp(prefix="hinet-deploy-model-"))
+        remove_stale_model_folders()
+        self.folder = Path(tempfile.mkdtemp(prefix=f"{MODEL_FOLDER_PREFIX}{os.getpid()}-"))
+        # Removed when the actor's process ends normally; a killed actor's folder is removed by
+        # the next actor on the node (remove_stale_model_folders).
+        self._cleanup = weakref.finalize(self, shutil.rmtree, self.folder, True)
+        atexit.register(self._cleanup)
         for file_name, data in files.items():
             (self.folder / file_name).write_bytes(data)
         self.restorer = Restorer(self.folder / name, **restorer_options)
@@ -50,10 +82,9 @@ class FileRestorer(_ModelActor):
     and writes each; returns the error per row ("" when it succeeded), as the single-process
     command reports it."""
 
-    def __init__(self, files, name: str, restorer_options: dict, write_options: dict):
+    def __init__(self, files, name: str, restorer_options: dict, options: RestoreOptions):
         super().__init__(files, name, restorer_options)
-        self.jpeg_quality = write_options["jpeg_quality"]
-        self.video = write_options["video"]
+        self.options = options
 
     def _one(self, source: str, output: str, kind: str, start: int, end: int) -> str:
         job = Job(source, output, kind)
@@ -61,10 +92,12 @@ class FileRestorer(_ModelActor):
             return self._through_local_files(job)
         span = None if start < 0 else (start, None if end < 0 else end)
         try:
-            restore_file(Job(Path(source), Path(output), kind), self.restorer, self.jpeg_quality,
-                         self.video, span=span)
+            restore_file(Job(Path(source), Path(output), kind), self.restorer, self.options,
+                         span=span)
         except HinetDeployError as exc:
             return str(exc)
+        except Exception as exc:  # one line for this row, as the local runner says it
+            return unexpected(exc)
         return ""
 
     def _through_local_files(self, job: Job) -> str:
@@ -203,7 +236,7 @@ def _join(rows: list[dict]) -> list[dict]:
     return joined
 
 
-def restore_files(jobs, model: Path, restorer_options: dict, write_options: dict, *,
+def restore_files(jobs, model: Path, restorer_options: dict, options: RestoreOptions, *,
                   workers: int, gpus_per_worker: float, threads_per_worker: int,
                   quiet: bool, split_videos: bool | None = None) -> list[dict]:
     """The restore command's jobs on Ray: [{source, output, error}] per job."""
@@ -212,13 +245,32 @@ def restore_files(jobs, model: Path, restorer_options: dict, write_options: dict
 
     DataContext.get_current().enable_progress_bars = not quiet
     kwargs = {**_model_kwargs(model, restorer_options, threads_per_worker),
-              "write_options": write_options}
+              "options": options}
     rows = work_rows(jobs, workers, split_videos)
     dataset = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 4 * workers)))
     restored = dataset.map_batches(FileRestorer, fn_constructor_kwargs=kwargs,
                                    **_map_options(workers, gpus_per_worker, threads_per_worker))
     done = {r["output"]: r for r in restored.take_all()}
     return _join([{**row, "error": done[row["output"]]["error"]} for row in rows])
+
+
+CONNECT_TIMEOUT_S = 5.0
+
+
+def reachable(address: str | None) -> None:
+    """A HOST:PORT (or ray://HOST:PORT) address that accepts no connection within seconds is one
+    line, instead of Ray's endless retries; None and `auto` are left to Ray."""
+    if address in (None, "auto", "local"):
+        return
+    text = address.removeprefix("ray://")
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise HinetDeployError(f"--ray-address {address} is not HOST:PORT, ray://HOST:PORT or auto")
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise HinetDeployError(f"cannot reach Ray at {address}: {exc.strerror or exc} (is the "
+                               f"cluster up? `ray start --head` starts one)") from exc
 
 
 class RayRuntime:
@@ -232,9 +284,13 @@ class RayRuntime:
         import logging
 
         ray = _ray()
+        reachable(self.address)
+        # Ray's C++ core prints its own lines (an error line at shutdown among them) unless told
+        # otherwise before it starts; errors that matter come back per row.
+        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
         try:  # the workers' own logs stay in Ray's session folder; errors come back per row
             ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
-                     logging_level=logging.WARNING)
+                     logging_level=logging.ERROR)
             logging.getLogger("ray.data").setLevel(logging.WARNING)  # its per-dataset INFO lines
         except (ConnectionError, ValueError, RuntimeError) as exc:
             raise HinetDeployError(f"cannot connect to Ray at {self.address}: {exc}") from exc
@@ -260,9 +316,8 @@ def run_restore_ray(plan: Plan, model: Path, restorer_options: dict, options: Re
     report, todo = prepare(plan, options, log)
     if not todo:
         return report
-    write_options = {"jpeg_quality": options.jpeg_quality, "video": options.video}
     with RayRuntime(ray_options.address):
-        rows = restore_files(todo, model, restorer_options, write_options,
+        rows = restore_files(todo, model, restorer_options, options,
                              workers=ray_options.workers,
                              gpus_per_worker=ray_options.gpus_per_worker,
                              threads_per_worker=ray_options.threads_per_worker,

@@ -10,7 +10,7 @@ from hinet_deploy.common.errors import DiskFullError, HinetDeployError
 from hinet_deploy.common.progress import progress_bar, say
 from hinet_deploy.restore.files import read_image, restore_file, write_image
 from hinet_deploy.restore.plan import Job, Plan
-from hinet_deploy.restore.report import Report, RestoreOptions, prepare
+from hinet_deploy.restore.report import Report, RestoreOptions, prepare, unexpected
 from hinet_deploy.runtime.stream import pipelined
 
 
@@ -24,10 +24,12 @@ def _restore_images(jobs: list[Job], restorer, options: RestoreOptions, report: 
             return job, image, restorer(image.pixels), None
         except HinetDeployError as exc:
             return job, image, None, str(exc)
+        except Exception as exc:  # anything else is this input's failure too; the run goes on
+            return job, image, None, unexpected(exc)
 
     with progress_bar(len(jobs), "images", "img", quiet=options.quiet) as bar:
         for done, (job, image, pixels, error) in enumerate(
-                pipelined(restore, map(read_image, jobs)), 1):
+                pipelined(restore, (read_image(j, options.max_pixels) for j in jobs)), 1):
             if error is None:
                 try:
                     write_image(job, pixels, image, options.jpeg_quality)
@@ -38,6 +40,8 @@ def _restore_images(jobs: list[Job], restorer, options: RestoreOptions, report: 
                     return False
                 except HinetDeployError as exc:
                     error = str(exc)
+                except Exception as exc:
+                    error = unexpected(exc)
             if error is not None:
                 report.fail(job.source, error, log)
             bar.update(1)
@@ -52,7 +56,7 @@ def _restore_video(job: Job, restorer, options: RestoreOptions, report: Report, 
             bar.refresh()
 
         try:
-            frames = restore_file(job, restorer, options.jpeg_quality, options.video, log=log,
+            frames = restore_file(job, restorer, options, log=log,
                                   on_frame=lambda: bar.update(1), total=total)
         except DiskFullError as exc:
             report.fail(job.source, str(exc), log)
@@ -60,6 +64,9 @@ def _restore_video(job: Job, restorer, options: RestoreOptions, report: Report, 
             return False
         except HinetDeployError as exc:
             report.fail(job.source, str(exc), log)
+            return True
+        except Exception as exc:
+            report.fail(job.source, unexpected(exc), log)
             return True
     report.restored.append(job.output)
     report.frames += frames

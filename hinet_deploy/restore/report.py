@@ -19,6 +19,7 @@ class RestoreOptions:
     quiet: bool = False
     jpeg_quality: int = DEFAULT_JPEG_QUALITY
     video: VideoOptions = field(default_factory=VideoOptions)
+    max_pixels: int | None = None  # per image or frame; None: common.untrusted.max_pixels()
 
 
 @dataclass
@@ -34,6 +35,12 @@ class Report:
         """An input that could not be restored: listed at the end, and said as it happens."""
         self.failed.append((source, error))
         log(f"failed: {source}: {error}")
+
+
+def unexpected(exc: Exception) -> str:
+    """One line for an error no check foresaw: its type and message (--debug on a single input
+    shows the traceback)."""
+    return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
 
 
 def prepare(plan: Plan, options: RestoreOptions, log) -> tuple[Report, list[Job]]:

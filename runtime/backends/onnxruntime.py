@@ -72,8 +72,16 @@ class OnnxRuntimeBackend(BackendBase):
         return {"threads": threads}
 
     def run(self, batch: np.ndarray) -> np.ndarray:
+        if self.session is None:
+            raise HinetDeployError(f"the ONNX Runtime session of {self.path.name} was closed")
         feed = {self.input_name: batch.astype(self.input_dtype, copy=False)}
-        return self.session.run([self.output_name], feed)[0].astype(np.float32, copy=False)
+        try:
+            out = self.session.run([self.output_name], feed)
+        except Exception as exc:  # onnxruntime's own types (InvalidArgument, Fail, ...)
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise HinetDeployError(f"onnxruntime could not run {self.path.name} on a batch of "
+                                   f"{'x'.join(map(str, batch.shape))}: {first}") from exc
+        return out[0].astype(np.float32, copy=False)
 
     def close(self) -> None:
         self.session = None

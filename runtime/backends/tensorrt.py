@@ -29,6 +29,7 @@ from hinet_deploy.common.errors import HinetDeployError
 from hinet_deploy.common.files import atomic_path, cache_dir
 from hinet_deploy.common.lazy import require
 from hinet_deploy.common.limits import SizeLimits
+from hinet_deploy.common.untrusted import check_recorded
 from hinet_deploy.engines.plugin.support import register_plugin
 from hinet_deploy.engines.sidecar import EngineSidecar, read_sidecar, sidecar_path
 from hinet_deploy.engines.targets import INSTALL_CUDA, gpu_mismatch, rtx_runs_on
@@ -378,15 +379,19 @@ class TensorRtBackend(BackendBase):
     def model_files(cls, path: Path) -> list[Path]:
         """The engine, its sidecar and the graph the sidecar names (a relative path beside it)."""
         path = Path(path)
+        sidecar = read_sidecar(path)
+        check_recorded(path, "engine", size=sidecar.facts.get("engine_bytes"))
         files = [path, sidecar_path(path)]
-        graph = read_sidecar(path).path_fact("onnx", path)
+        graph = sidecar.path_fact("onnx", path)  # confined to the engine's folder
         if graph is not None and graph.is_file():
+            check_recorded(graph, "the engine's graph", sha256=sidecar.facts.get("onnx_sha256"))
             files.append(graph)
         return files
 
     def __init__(self, path, device: int = 0, cuda_graph: bool = False):
         self.path = Path(path)
         self.sidecar = read_sidecar(self.path)
+        check_recorded(self.path, "engine", size=self.sidecar.facts.get("engine_bytes"))
         trt_module = import_tensorrt(self.sidecar.tensorrt, f"running {self.path.name}")
         check_sidecar(self.sidecar, trt_module.name, trt_module.version, self.path)
         self.module = trt_module.name  # tensorrt or tensorrt_rtx
