@@ -21,6 +21,7 @@ common.files.write_whole: size on disk checked after fsync) before it gets its n
 from __future__ import annotations
 
 import io
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,7 +141,10 @@ def read_image_file(path, max_pixels: int | None = None) -> ImageFile:
 
     path = Path(path)
     try:
-        with Image.open(path) as img:
+        with warnings.catch_warnings():  # this project's pixel limit governs, said as an error
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
+        with img:
             check_pixels(*img.size, f"image {path}", max_pixels)
             frames = getattr(img, "n_frames", 1)
             if frames > 1:

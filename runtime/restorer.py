@@ -23,7 +23,7 @@ from hinet_deploy.runtime.device import as_torch, from_network_device, is_device
 from hinet_deploy.runtime.images import from_network, to_network
 from hinet_deploy.runtime.stream import DEFAULT_DEPTH, pipelined
 from hinet_deploy.runtime.tiling import (DEFAULT_MODE, DEFAULT_OVERLAP, DEFAULT_TILE, TilePlan,
-                                         make_plan, ops_for, run_plan)
+                                         make_plan, ops_for, pad_to, run_plan)
 
 DEFAULT_BATCH = 4  # tiles a call in tiled modes; whole-image mode always runs one image
 
@@ -153,6 +153,12 @@ class Restorer:
         array, or a torch tensor on a GPU (the result stays there). `guard`: the host-memory guard
         of guarded_plan."""
         height, width = chw.shape[1], chw.shape[2]
+        fixed = self.limits.fixed_hw
+        if fixed is not None and (height < fixed[0] or width < fixed[1]):
+            # A graph of a fixed extent takes nothing smaller: mirror the image out to it, then
+            # crop the result back.
+            big = pad_to(chw, max(height, fixed[0]), max(width, fixed[1]), ops_for(chw))
+            return self.restore_chw(big, guard)[:, :height, :width]
         plan = self.guarded_plan(height, width) if guard else self.plan(height, width)
         return run_plan(chw, plan, self._run_batch, self.batch)
 

@@ -1,0 +1,375 @@
+"""Files from elsewhere are untrusted, and one bad file never stops the rest: a table per class of
+hostile or careless input, each run through the real command where the user would meet it."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import time
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from hinet_deploy.cli import main
+from hinet_deploy.common.errors import HinetDeployError
+from hinet_deploy.export.variants import DEMO_CHECKPOINT
+
+PEAK_CHILD = """
+import resource, subprocess, sys
+done = subprocess.run(sys.argv[1:], capture_output=True, text=True)
+sys.stdout.write(done.stdout)
+sys.stderr.write(done.stderr)
+print(f"peak-kb {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}", file=sys.stderr)
+sys.exit(done.returncode)
+"""
+
+
+def run_measured(*args, env=None) -> tuple[subprocess.CompletedProcess, float]:
+    """The command in a child, and the peak memory (MB) of that child alone."""
+    done = subprocess.run([sys.executable, "-c", PEAK_CHILD, sys.executable, "-m",
+                           "hinet_deploy.cli", *map(str, args)], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=300)
+    lines = done.stderr.strip().splitlines()
+    peak = int(lines[-1].split()[1]) / 1024
+    return subprocess.CompletedProcess(done.args, done.returncode, done.stdout,
+                                       "\n".join(lines[:-1])), peak
+
+
+def last_line(text: str) -> str:
+    return text.strip().splitlines()[-1]
+
+
+# --- engine sidecars: confinement, recorded sizes and hashes, types --------------------------
+
+@pytest.fixture(scope="module")
+def engine_folder(small_ckpt, tmp_path_factory):
+    if __import__("importlib").util.find_spec("tensorrt_rtx") is None:
+        pytest.skip("tensorrt_rtx is not installed")
+    from hinet_deploy.build.flow import CalibOptions, GraphRequest, build
+    from hinet_deploy.engines.build import BuildOptions, Profile
+
+    out = tmp_path_factory.mktemp("engine")
+    req = GraphRequest(ckpt=small_ckpt, precision="fp32", out_dir=out,
+                       calib=CalibOptions(cache_dir=out / "cc"))
+    engine, _ = build(req, None, "tensorrt_rtx",
+                      BuildOptions(profile=Profile((1, 32, 32), (1, 64, 64), (1, 128, 128))))
+    return engine
+
+
+def _edited_copy(engine: Path, tmp_path: Path, edit) -> Path:
+    folder = tmp_path / "copy"
+    shutil.copytree(engine.parent, folder)
+    copy = folder / engine.name
+    sidecar = json.loads(copy.with_name(copy.name + ".json").read_text())
+    edit(sidecar, folder)
+    copy.with_name(copy.name + ".json").write_text(json.dumps(sidecar))
+    return copy
+
+
+def _graph_elsewhere(sidecar, folder):
+    outside = folder.parent / "elsewhere.onnx"
+    outside.write_bytes(b"not yours")
+    (folder / "link.onnx").symlink_to(outside)
+    sidecar["facts"]["onnx"] = "link.onnx"
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda s, f: s["facts"].update(onnx="../../etc/passwd"), "outside its own folder"),
+    (lambda s, f: s["facts"].update(onnx="/etc/passwd"), "outside its own folder"),
+    (_graph_elsewhere, "leads out of"),
+    (lambda s, f: s["facts"].update(onnx_sha256="0" * 64), "does not match the SHA-256"),
+    (lambda s, f: s["facts"].update(engine_bytes=s["facts"]["engine_bytes"] + 1),
+     "not the file that was built"),
+], ids=["dotdot", "absolute", "symlink-out", "graph-hash", "engine-size"])
+def test_an_engine_folder_names_nothing_outside_itself_and_nothing_changed(engine_folder, tmp_path,
+                                                                         edit, message):
+    """What would be shipped to Ray workers (TensorRtBackend.model_files) is refused first."""
+    from hinet_deploy.runtime.backends import TensorRtBackend
+
+    engine = _edited_copy(engine_folder, tmp_path, edit)
+    with pytest.raises(HinetDeployError, match=message):
+        TensorRtBackend.model_files(engine)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda s, f: s.update(schema="2"), "schema is a string '2', not int"),
+    (lambda s, f: s.update(profile="big"), "profile is a string 'big', not dict"),
+    (lambda s, f: s["profile"].update(max=[1, 3, "big", 128]), "profile max is"),
+    (lambda s, f: s["facts"].update(engine_bytes="many"), "engine_bytes is a string"),
+    (lambda s, f: s.update(hin_plugin="yes"), "hin_plugin is a string 'yes', not bool"),
+], ids=["schema", "profile", "profile-shape", "fact", "flag"])
+def test_a_sidecar_of_the_wrong_types_is_one_line(engine_folder, tmp_path, edit, message, capsys):
+    engine = _edited_copy(engine_folder, tmp_path, edit)
+    photo = tmp_path / "p.png"
+    Image.new("RGB", (32, 32)).save(photo)
+    code = main(["restore", str(photo), "-o", str(tmp_path / "out"), "--model", str(engine)])
+    err = capsys.readouterr().err
+    assert code == 2 and message in last_line(err) and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_graph_whose_external_data_is_outside_its_folder_is_one_line(small_onnx, tmp_path,
+                                                                       capsys):
+    import onnx
+
+    model = onnx.load(str(small_onnx))
+    folder = tmp_path / "graph"
+    folder.mkdir()
+    onnx.save(model, str(folder / "g.onnx"), save_as_external_data=True, location="g.data",
+              size_threshold=0)
+    hostile = onnx.load(str(folder / "g.onnx"), load_external_data=False)
+    for tensor in hostile.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = "../../etc/passwd"
+    onnx.save(hostile, str(folder / "g.onnx"))
+    for command in (["macs", "--onnx", str(folder / "g.onnx")],
+                    ["build", "--fp16", "--onnx", str(folder / "g.onnx"), "-o",
+                     str(tmp_path / "e.engine")]):
+        assert main(command) == 2
+        assert "outside its own folder" in last_line(capsys.readouterr().err)
+
+
+# --- bounded cost before trusting a size ---------------------------------------------------
+
+def _png16_bomb(path: Path, width: int, height: int) -> None:
+    """A 16-bit RGB PNG of zeros, streamed: a small file that decodes to width*height*6 bytes."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(
+            ">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    packer, row = zlib.compressobj(9), b"\0" * (1 + width * 6)
+    body = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height,
+                                                                       16, 2, 0, 0, 0))
+                     + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+
+
+def test_a_decompression_bomb_png_is_refused_from_its_header(tmp_path, small_onnx):
+    """14000x12000, 16 bits (1 GB decoded) in a file of about 1 MB: the default limit, sized to
+    this machine, refuses it before pypng decodes a row."""
+    bomb = tmp_path / "in" / "bomb.png"
+    bomb.parent.mkdir()
+    _png16_bomb(bomb, 14000, 12000)
+    Image.new("RGB", (40, 32), (90, 120, 30)).save(tmp_path / "in" / "fine.png")
+    env = {"HINET_DEPLOY_MAX_PIXELS": str(100_000_000)}  # this test's machine-sized default
+    done, peak = run_measured("restore", tmp_path / "in", "-o", tmp_path / "out", "--model",
+                              small_onnx, "--quiet", env=env)
+    assert done.returncode == 1 and "over the limit of 100.0 MP" in done.stdout
+    assert "HINET_DEPLOY_MAX_PIXELS" in done.stdout and (tmp_path / "out" / "fine.png").is_file()
+    assert peak < 600, f"{peak:.0f} MB to refuse it"
+
+
+def _video(path: Path, size) -> None:
+    import av
+
+    out = av.open(str(path), "w")
+    stream = out.add_stream("libx264", rate=24)
+    stream.width, stream.height, stream.pix_fmt = *size, "yuv420p"
+    for i in range(2):
+        frame = av.VideoFrame.from_ndarray(np.zeros((size[1], size[0], 3), np.uint8), format="rgb24")
+        frame.pts = i
+        out.mux(stream.encode(frame))
+    out.mux(stream.encode(None))
+    out.close()
+
+
+def _tiff16(path, size):
+    import tifffile
+
+    tifffile.imwrite(path, np.zeros((size[1], size[0], 3), np.uint16), photometric="rgb")
+
+
+@pytest.mark.parametrize("name, make", [
+    ("pillow.jpg", lambda p, s: Image.new("RGB", s).save(p)),
+    ("pypng.png", lambda p, s: _png16_bomb(p, *s)),
+    ("tifffile.tif", _tiff16),
+    ("pyav.mp4", _video),
+], ids=["pillow", "pypng", "tifffile", "pyav"])
+def test_every_reader_keeps_the_same_pixel_limit(tmp_path, small_onnx, name, make, capsys):
+    make(tmp_path / name, (128, 96))
+    out = tmp_path / "out"
+    code = main(["restore", str(tmp_path / name), "-o", str(out), "--model", str(small_onnx),
+                 "--quiet", "--max-megapixels", "0.01"])  # 10000 pixels; 128x96 is 12288
+    said = capsys.readouterr().out
+    assert code == 1 and "128x96 (0.0 MP), over the limit of 0.0 MP" in said
+    assert list(out.iterdir()) == []
+
+
+def _zip_bomb(path: Path, megabytes: int) -> None:
+    """A torch-style zip archive whose one member deflates `megabytes` of zeros to about 1 MB."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("archive/data/0", "w", force_zip64=True) as member:
+            zeros = b"\0" * 2**20
+            for _ in range(megabytes):
+                member.write(zeros)
+
+
+def test_a_checkpoint_archive_is_bounded_before_anything_is_unpacked(tmp_path):
+    bomb = tmp_path / "tiny.pth"
+    _zip_bomb(bomb, 2300)
+    assert bomb.stat().st_size < 4 * 2**20
+    done, peak = run_measured("macs", "--ckpt", bomb)
+    assert done.returncode == 2 and "decompression bomb" in last_line(done.stderr)
+    assert "HINET_DEPLOY_MAX_CHECKPOINT_MB" in last_line(done.stderr)
+    assert peak < 800, f"{peak:.0f} MB to refuse it"
+    limited, _ = run_measured("export", "--ckpt", DEMO_CHECKPOINT, "-o", tmp_path / "d.onnx",
+                              env={"HINET_DEPLOY_MAX_CHECKPOINT_MB": "1"})  # an 11 MB file
+    assert limited.returncode == 2 and "over the limit of 1 MB" in last_line(limited.stderr)
+
+
+# --- per-input isolation ------------------------------------------------------------------
+
+def _bad_crc_png16(path: Path) -> None:
+    _png16_bomb(path, 32, 24)
+    data = bytearray(path.read_bytes())
+    data[-20] ^= 0xFF  # inside IDAT's checksum
+    path.write_bytes(bytes(data))
+
+
+def _decompression_bomb_jpeg(path: Path) -> None:
+    Image.new("L", (20000, 10000)).save(path, quality=10)  # over Pillow's own bomb limit
+
+
+@pytest.mark.parametrize("bad, make", [
+    ("b.png", _bad_crc_png16),
+    ("b.jpg", _decompression_bomb_jpeg),
+    ("b.png", lambda p: p.symlink_to(p)),
+    ("b.tif", lambda p: p.write_bytes(b"II*\0" + b"\xff" * 64)),
+], ids=["png-checksum", "pillow-bomb", "symlink-loop", "garbage-tiff"])
+def test_a_bad_file_between_good_ones_fails_alone(tmp_path, small_onnx, bad, make, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a.png", "c.png"):
+        Image.new("RGB", (40, 32), (90, 120, 30)).save(folder / name)
+    make(folder / bad)
+    out = tmp_path / "out"
+    code = main(["restore", str(folder), "-o", str(out), "--model", str(small_onnx), "--quiet",
+                 "--max-megapixels", "500"])
+    said = capsys.readouterr()
+    assert code == 1 and "Traceback" not in said.err
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "c.png"]
+    assert f"1 failed: {folder / bad}" in last_line(said.out)
+
+
+def test_a_fixed_shape_graph_takes_images_smaller_than_its_input(small_ckpt, tmp_path, capsys):
+    graph = tmp_path / "fixed.onnx"
+    assert main(["export", "--ckpt", str(small_ckpt), "-o", str(graph), "--fixed-shape", "1", "64",
+                 "64"]) == 0
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.new("RGB", (40, 32)).save(folder / "a.png")
+    Image.new("RGB", (100, 80)).save(folder / "b.png")
+    for mode in ("grids", "blend"):
+        out = tmp_path / mode
+        code = main(["restore", str(folder), "-o", str(out), "--model", str(graph), "--quiet",
+                     "--mode", mode])  # a.png is smaller than the graph: mirrored out to 64x64
+        assert code == 0 and "Traceback" not in capsys.readouterr().err
+        assert Image.open(out / "a.png").size == (40, 32) and Image.open(out / "b.png").size == (
+            100, 80)
+
+
+# --- interrupts ---------------------------------------------------------------------------
+
+def test_ctrl_c_during_inference_is_130_every_time(tmp_path):
+    """The demo model on a large photo in whole-image mode: interrupted inside ONNX Runtime at
+    three different moments, every run ends 130 with no abort and nothing written."""
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (2048, 2048, 3), np.uint8)).save(
+        tmp_path / "big.png")
+    graph = tmp_path / "demo.onnx"
+    assert main(["export", "--ckpt", "demo", "-o", str(graph)]) == 0
+    for delay in (1.5, 2.5, 3.5):
+        out = tmp_path / f"out{delay}"
+        proc = subprocess.Popen([sys.executable, "-m", "hinet_deploy.cli", "restore",
+                                 str(tmp_path / "big.png"), "-o", str(out), "--model", str(graph),
+                                 "--mode", "whole", "--quiet"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        time.sleep(delay)
+        assert proc.poll() is None, "ended before it could be interrupted"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 130, err[-500:]
+        assert "terminate called" not in err and "Traceback" not in err
+        assert not out.exists() or list(out.iterdir()) == []
+
+
+# --- Ray and options ------------------------------------------------------------------------
+
+def test_an_unreachable_ray_address_fails_in_seconds(tmp_path, small_onnx, capsys):
+    Image.new("RGB", (40, 32)).save(tmp_path / "a.png")
+    start = time.monotonic()
+    code = main(["restore", str(tmp_path / "a.png"), "-o", str(tmp_path / "out"), "--model",
+                 str(small_onnx), "--ray", "--ray-address", "127.0.0.1:1"])
+    assert code == 2 and time.monotonic() - start < 10
+    assert "cannot reach Ray at 127.0.0.1:1" in last_line(capsys.readouterr().err)
+    assert not (tmp_path / "out").exists()
+
+
+def test_stale_model_folders_of_dead_actors_are_removed(tmp_path):
+    from hinet_deploy.restore.cluster import MODEL_FOLDER_PREFIX, remove_stale_model_folders
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    stale = tmp_path / f"{MODEL_FOLDER_PREFIX}{dead}-abc"
+    alive = tmp_path / f"{MODEL_FOLDER_PREFIX}{os.getppid()}-def"
+    for folder in (stale, alive):
+        folder.mkdir()
+        (folder / "model.onnx").write_bytes(b"x")
+    assert remove_stale_model_folders(tmp_path) == [stale]
+    assert not stale.exists() and alive.exists()
+
+
+def _exit_code(argv) -> int:
+    try:
+        return main(argv)
+    except SystemExit as exc:  # argparse's own refusals
+        return exc.code
+
+
+@pytest.mark.parametrize("option, message", [
+    (["--crf", "99"], "outside libx264's range 0-51"),
+    (["--codec", "aac"], "is an audio encoder"),
+    (["--pix-fmt", "bogus"], "not a pixel format FFmpeg knows"),
+    (["--jpeg-quality", "101"], "not a quality of 1 to 100"),
+    (["--max-megapixels", "0"], "not above 0"),
+], ids=["crf", "codec", "pix-fmt", "jpeg-quality", "max-pixels"])
+def test_options_are_checked_before_anything_is_made(tmp_path, small_onnx, option, message,
+                                                     capsys):
+    Image.new("RGB", (40, 32)).save(tmp_path / "a.png")
+    code = _exit_code(["restore", str(tmp_path / "a.png"), "-o", str(tmp_path / "out"),
+                       "--model", str(small_onnx), *option])
+    assert code == 2 and message in last_line(capsys.readouterr().err)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"threads": "2"}, "threads must be a whole number, not str '2'"),
+    ({"batch": 2.5}, "batch must be a whole number, not float 2.5"),
+    ({"tile": 0}, "tile must be at least 1, not 0"),
+    ({"memory_budget_mb": -1}, "memory_budget_mb must be a number above 0"),
+    ({"mode": "fast"}, "mode must be one of whole, grids, blend"),
+])
+def test_the_restorers_options_are_checked_when_it_is_made(small_onnx, options, message):
+    from hinet_deploy.runtime import Restorer
+
+    with pytest.raises(HinetDeployError, match=message):
+        Restorer(small_onnx, **options)
+
+
+def test_a_closed_restorer_says_so(small_onnx):
+    from hinet_deploy.runtime import Restorer
+
+    restorer = Restorer(small_onnx)
+    restorer.close()
+    restorer.close()  # twice is fine
+    with pytest.raises(HinetDeployError, match="this Restorer was closed"):
+        restorer(np.zeros((16, 16, 3), np.uint8))
