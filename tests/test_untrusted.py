@@ -373,3 +373,23 @@ def test_a_closed_restorer_says_so(small_onnx):
     restorer.close()  # twice is fine
     with pytest.raises(HinetDeployError, match="this Restorer was closed"):
         restorer(np.zeros((16, 16, 3), np.uint8))
+
+
+def test_a_video_killed_with_9_leaves_nothing_after_the_next_run(tmp_path, small_onnx):
+    from test_video import make_video
+
+    make_video(tmp_path / "long.mp4", frames=200, size=(640, 480))
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "hinet_deploy.cli", "restore",
+                             str(tmp_path / "long.mp4"), "-o", str(out), "--model",
+                             str(small_onnx), "--quiet"])
+    deadline = time.monotonic() + 60
+    while not any(out.glob(".long.mp4.*")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    assert any(out.glob(".long.mp4.*"))  # what kill -9 leaves
+    make_video(tmp_path / "long.mp4", frames=4)  # the same name, quick to restore again
+    assert main(["restore", str(tmp_path / "long.mp4"), "-o", str(out), "--model",
+                 str(small_onnx), "--quiet"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["long.mp4"]

@@ -30,7 +30,10 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp"):
     `suffix` ends the temporary name (tools that pick a format by extension need the real one)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    # The writer's process id in the name: a file left by a killed writer is told apart from one
+    # being written (remove_stale_partials).
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=suffix,
+                               dir=path.parent)
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
@@ -41,6 +44,29 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp"):
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+
+
+def remove_stale_partials(path: str | os.PathLike) -> list[Path]:
+    """Removes the temporary files atomic_path left beside `path` in processes that are gone
+    (killed with -9, a machine that lost power); returns them. Live writers' files stay."""
+    path = Path(path)
+    removed = []
+    for partial in path.parent.glob(f".{glob_escape(path.name)}.*"):
+        pid = partial.name[len(path.name) + 2:].split(".", 1)[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            partial.unlink(missing_ok=True)
+            removed.append(partial)
+        except PermissionError:  # alive, another user's
+            pass
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
 def write_whole(path: str | os.PathLike, data: bytes) -> None:

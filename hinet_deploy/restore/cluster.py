@@ -236,6 +236,20 @@ def _join(rows: list[dict]) -> list[dict]:
     return joined
 
 
+def quiet_ray_data(quiet: bool) -> None:
+    """Ray Data's INFO lines off (and with `quiet` its warnings too): errors come back per row."""
+    import logging
+
+    try:  # what the first execution would do, done now so that the levels below stay
+        from ray.data._internal.logging import configure_logging
+
+        configure_logging()
+    except ImportError:  # another Ray: its lines may show, nothing else changes
+        pass
+    for name in ("ray.data", "ray"):
+        logging.getLogger(name).setLevel(logging.ERROR if quiet else logging.WARNING)
+
+
 def restore_files(jobs, model: Path, restorer_options: dict, options: RestoreOptions, *,
                   workers: int, gpus_per_worker: float, threads_per_worker: int,
                   quiet: bool, split_videos: bool | None = None) -> list[dict]:
@@ -250,6 +264,7 @@ def restore_files(jobs, model: Path, restorer_options: dict, options: RestoreOpt
     dataset = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 4 * workers)))
     restored = dataset.map_batches(FileRestorer, fn_constructor_kwargs=kwargs,
                                    **_map_options(workers, gpus_per_worker, threads_per_worker))
+    quiet_ray_data(quiet)  # Ray Data sets its loggers up when a dataset first runs: after that
     done = {r["output"]: r for r in restored.take_all()}
     return _join([{**row, "error": done[row["output"]]["error"]} for row in rows])
 
@@ -285,9 +300,6 @@ class RayRuntime:
 
         ray = _ray()
         reachable(self.address)
-        # Ray's C++ core prints its own lines (an error line at shutdown among them) unless told
-        # otherwise before it starts; errors that matter come back per row.
-        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
         try:  # the workers' own logs stay in Ray's session folder; errors come back per row
             ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
                      logging_level=logging.ERROR)

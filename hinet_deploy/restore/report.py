@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hinet_deploy.restore.plan import Job, Plan
-from hinet_deploy.restore.uri import exists
+from hinet_deploy.common.files import remove_stale_partials
+from hinet_deploy.restore.uri import exists, is_uri
 from hinet_deploy.runtime.image_files import DEFAULT_JPEG_QUALITY
 from hinet_deploy.runtime.video import VideoOptions
 
@@ -49,6 +50,9 @@ def prepare(plan: Plan, options: RestoreOptions, log) -> tuple[Report, list[Job]
     report = Report()
     for path, error in plan.failed:
         report.fail(path, error, log)
+    for job in plan.jobs:  # what killed runs left half-written beside the outputs
+        if not is_uri(job.output) and Path(job.output).parent.is_dir():
+            remove_stale_partials(job.output)
     todo = [j for j in plan.jobs if options.overwrite or not exists(j.output)]
     report.skipped = len(plan.jobs) - len(todo)
     return report, todo
