@@ -28,9 +28,10 @@ REPO = Path(__file__).resolve().parent.parent
 
 from hinet_deploy.export.checkpoint import random_model  # noqa: E402
 from hinet_deploy.export.onnx_export import export_onnx  # noqa: E402
+from hinet_deploy.common.files import DEFAULT_OUTPUT_DIR  # noqa: E402
 
-BUILD = REPO / "build" / "bench"
-RSS_BUDGET_GB = 4.0  # issue 2: a 3840x2160 photo in blend mode by the gopro variant
+BUILD = REPO / DEFAULT_OUTPUT_DIR / "bench"
+RSS_BUDGET_GB = 4.0  # a 3840x2160 photo in blend mode by the gopro variant
 
 
 def graph_for(variant: str) -> Path:

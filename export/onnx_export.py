@@ -52,8 +52,10 @@ def _check_shape(shape, multiple: int) -> tuple[int, int, int]:
     return n, h, w
 
 
-def _metadata(loaded: LoadedModel, sha256: str, both_stages: bool) -> dict[str, str]:
+def _metadata(loaded: LoadedModel, sha256: str, both_stages: bool,
+              dynamic: bool) -> dict[str, str]:
     return {
+        "dynamic": "true" if dynamic else "false",  # batch, height and width
         "config": json.dumps(loaded.config.as_dict()),
         "variant": "/".join(loaded.official_names) or "custom",
         "size_multiple": str(loaded.size_multiple),
@@ -131,7 +133,7 @@ def export_onnx(loaded: LoadedModel, out_path, *, opset: int = DEFAULT_OPSET,
         model = onnx.load(str(tmp))
         onnx.checker.check_model(model, full_check=True)
         sha = file_sha256(loaded.path) if loaded.path else "random weights"
-        write_metadata(model, _metadata(loaded, sha, both_stages))
+        write_metadata(model, _metadata(loaded, sha, both_stages, fixed_shape is None))
         onnx.save(model, str(tmp))
         log(f"verifying with ONNX Runtime at {', '.join('x'.join(map(str, s)) for s in verify_shapes)}")
         report.max_abs_diff = verify_against_torch(tmp, wrapper, verify_shapes, tolerance)

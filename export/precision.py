@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import io
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -84,6 +85,32 @@ def float_nodes(model: onnx.ModelProto, layers) -> list[str]:
     return wanted
 
 
+# onnxruntime's quantizer logs this (through the root logger, twice per build) for every model it
+# has not pre-processed; the graphs here come straight from a verified export, so it says nothing.
+PREPROCESS_ADVICE = "pre-processing before quantization"  # both wordings onnxruntime has used
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, text: str):
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _without_log_line(text: str):
+    """The root logger's records containing `text` dropped, for the block's duration only."""
+    dropped = _DropMessage(text)
+    root = logging.getLogger()
+    root.addFilter(dropped)
+    try:
+        yield
+    finally:
+        root.removeFilter(dropped)
+
+
 def to_int8(src: Path, dst: Path, reader, *, method: str = DEFAULT_CALIBRATION,
             float_layers=DEFAULT_FLOAT_LAYERS, cache_path: Path | None = None) -> dict:
     """Writes a Q/DQ graph; returns what was done (method, excluded nodes, whether the cache hit).
@@ -112,7 +139,8 @@ def to_int8(src: Path, dst: Path, reader, *, method: str = DEFAULT_CALIBRATION,
         Path(cache_path).parent.mkdir(parents=True, exist_ok=True)
     # onnxruntime prints its calibration steps ("Collecting tensor data ...") on stdout, which is
     # for results; the reader's progress bar says how far calibration is.
-    with atomic_path(dst) as tmp, contextlib.redirect_stdout(io.StringIO()):
+    with atomic_path(dst) as tmp, contextlib.redirect_stdout(io.StringIO()), \
+            _without_log_line(PREPROCESS_ADVICE):
         quantize_static(str(src), str(tmp), None if cache_hit else reader,
                         quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv", "ConvTranspose"],
                         per_channel=True, activation_type=QuantType.QInt8,

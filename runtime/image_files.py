@@ -34,7 +34,7 @@ from hinet_deploy.common.untrusted import check_pixels
 
 # Formats restored and written back as themselves (Pillow's names), by file extension.
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF",
-           ".bmp": "BMP", ".webp": "WEBP", ".ppm": "PPM"}
+           ".bmp": "BMP", ".webp": "WEBP", ".ppm": "PPM", ".gif": "GIF"}
 DEFAULT_JPEG_QUALITY = 95  # also WebP's; high: a restoration should not be undone by its encoder
 _ORIENTATION = 0x0112  # the EXIF tag
 _METADATA_FORMATS = {"PNG", "JPEG", "TIFF", "WEBP"}  # Pillow writes icc_profile and exif for these
@@ -123,7 +123,12 @@ def _to_file_mode(img, mode: str, icc: bytes | None):
         return ImageCms.applyTransform(img, transform) if transform else img.convert("CMYK")
     if mode == "P" and img.mode in ("RGB", "RGBA"):
         method = Image.Quantize.FASTOCTREE if img.mode == "RGBA" else Image.Quantize.MEDIANCUT
-        return img.quantize(256, method=method)
+        quantised = img.quantize(256, method=method)
+        clear = np.asarray(img)[..., 3] < 128 if img.mode == "RGBA" else None
+        if clear is not None and clear.any():  # GIF keeps one transparent index: theirs
+            indices = np.asarray(quantised)[clear]
+            quantised.info["transparency"] = int(np.bincount(indices).argmax())
+        return quantised
     if mode == "1" and img.mode == "L":
         return img.point(lambda v: 255 if v >= 128 else 0).convert("1", dither=Image.Dither.NONE)
     if mode == "LA" and img.mode == "RGBA":
@@ -154,7 +159,7 @@ def read_image_file(path, max_pixels: int | None = None) -> ImageFile:
             fmt = img.format
             if fmt not in FORMATS.values():
                 raise HinetDeployError(f"{path}: {fmt} images are not supported (PNG, JPEG, TIFF, "
-                                       f"BMP, WebP, PPM)")
+                                       f"BMP, WebP, PPM, single-frame GIF)")
             deep = _is_16bit_colour(img)  # before getexif(), which may load the pixels
             exif = img.getexif()
             orientation = int(exif.get(_ORIENTATION, 1) or 1)

@@ -401,15 +401,21 @@ def _sync(path: Path) -> None:
         os.close(fd)
 
 
+def frame_count(path: Path) -> int:
+    """The video frames a written file holds (its video stream's packets; nothing is decoded)."""
+    av = _av()
+    with av.open(str(path)) as written:
+        stream = written.streams.video[0]
+        return sum(1 for p in written.demux(stream) if p.size)
+
+
 def _check_written(av, src: Path, path: Path, report: VideoReport, facts: VideoFacts, span):
     """Every declared frame decoded, every restored frame in the written file."""
     if span is None and facts.declared_frames and report.frames < facts.declared_frames:
         why = f" (FFmpeg: {report.decode_error})" if report.decode_error else ""
         raise HinetDeployError(f"{src}: {report.frames} of {facts.declared_frames} declared frames "
                                f"decoded{why}: the file is damaged or cut short")
-    with av.open(str(path)) as written:
-        stream = written.streams.video[0]
-        packets = sum(1 for p in written.demux(stream) if p.size)
+    packets = frame_count(path)
     if packets != report.frames:
         raise HinetDeployError(f"{path.name} holds {packets} video frames of the {report.frames} "
                                f"restored from {src}: not written whole")

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from conftest import GOPRO_LIKE, REPO, random_net
-from hinet_deploy.common.files import file_sha256
+from hinet_deploy.common.files import DEFAULT_OUTPUT_DIR, file_sha256
 from hinet_deploy.engines.sidecar import read_sidecar
 from hinet_deploy.export.metadata import read_graph_metadata
 from hinet_deploy.export.checkpoint import save_basicsr
@@ -38,7 +38,7 @@ def test_export_then_build_builds_the_exported_model(tmp_path):
     assert built.returncode == 0, built.stderr
     first = built.stdout.strip().splitlines()[0]
     assert first.startswith(f"building from {tmp_path / 'build' / 'gopro.onnx'}")
-    (engine,) = (tmp_path / "build" / "engines").glob("*.engine")
+    (engine,) = (tmp_path / DEFAULT_OUTPUT_DIR / "engines").glob("*.engine")
     assert engine.name.startswith("gopro.fp16.")
     graph = read_sidecar(engine).path_fact("onnx", engine)
     assert read_graph_metadata(graph)["checkpoint_sha256"] == file_sha256(tmp_path / "gopro.pth")
@@ -47,7 +47,7 @@ def test_export_then_build_builds_the_exported_model(tmp_path):
 
 def test_build_with_no_model_named_and_nothing_exported_says_what_to_pass(tmp_path):
     _one_error_line(_run(tmp_path, "build_trt.py", "--fp16"), "--onnx GRAPH or --ckpt CHECKPOINT")
-    assert not (tmp_path / "build").exists()
+    assert not (tmp_path / DEFAULT_OUTPUT_DIR).exists()
 
 
 def test_export_needs_a_named_checkpoint(tmp_path):
@@ -63,7 +63,7 @@ def test_nonsense_numbers_are_one_line_before_any_work(tmp_path, args, text):
     result = _run(tmp_path, "build_trt.py", *args)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert text in result.stderr.strip().splitlines()[-1]
-    assert not (tmp_path / "build").exists()
+    assert not (tmp_path / DEFAULT_OUTPUT_DIR).exists()
 
 
 @pytest.mark.parametrize("script, args", [("to_onnx.py", ["--ckpt", "demo"]),
@@ -71,7 +71,7 @@ def test_nonsense_numbers_are_one_line_before_any_work(tmp_path, args, text):
 def test_output_naming_a_directory_is_one_line(tmp_path, script, args):
     (tmp_path / "out").mkdir()
     _one_error_line(_run(tmp_path, script, *args, "-o", "out"), "-o out is a directory")
-    assert list((tmp_path / "out").iterdir()) == [] and not (tmp_path / "build").exists()
+    assert list((tmp_path / "out").iterdir()) == [] and not (tmp_path / DEFAULT_OUTPUT_DIR).exists()
 
 
 @pytest.mark.slow
@@ -87,5 +87,5 @@ def test_int8_of_the_gopro_variant_builds_with_default_options(tmp_path):
     built = _run(tmp_path, "build_trt.py", "--int8")
     assert built.returncode == 0, built.stderr[-2000:]
     assert "Collecting tensor data" not in built.stdout
-    (engine,) = (tmp_path / "build" / "engines").glob("gopro.int8-*.engine")
+    (engine,) = (tmp_path / DEFAULT_OUTPUT_DIR / "engines").glob("gopro.int8-*.engine")
     assert read_sidecar(engine).precision == "int8"

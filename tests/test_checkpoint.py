@@ -155,3 +155,16 @@ def test_cli_prints_one_line_and_exits_non_zero(tmp_path):
     assert result.stderr.startswith("error: cannot read") and result.stderr.count("\n") == 1
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_a_stand_in_is_the_official_architecture_with_random_weights(tmp_path, reference_variants,
+                                                                     capsys):
+    from hinet_deploy.cli import main
+
+    assert main(["stand-in", "sidd-0.5x", "-o", str(tmp_path / "s.pth")]) == 0
+    assert "random weights (22.18 M parameters" in capsys.readouterr().out
+    loaded = load_checkpoint(tmp_path / "s.pth")
+    assert loaded.official_names == ["sidd-0.5x"]
+    official = reference_variants["sidd-0.5x"]
+    assert set(loaded.net.state_dict()) == set(official["state_dict"])
+    assert sum(p.numel() for p in loaded.net.parameters()) == official["n_params"]

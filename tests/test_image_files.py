@@ -142,3 +142,20 @@ def test_cmyk_stays_cmyk(tmp_path):
         assert out.mode == "CMYK"
         seen = np.array(Image.open(tmp_path / f"in-{name}").convert("RGB"), np.int16)
         assert np.abs(np.array(out.convert("RGB"), np.int16) - seen).max() <= 3
+
+
+def test_a_single_frame_gif_stays_a_palette_gif_with_its_transparency(tmp_path):
+    image = Image.new("P", (16, 12))
+    image.putpalette([0, 0, 0, 255, 0, 0, 0, 200, 30] + [0] * 253 * 3)
+    image.putdata([(x // 5) % 3 for x in range(16 * 12)])
+    out = _round_trip(tmp_path, image, "one.gif", transparency=0)
+    assert out.format == "GIF" and out.mode == "P" and out.info.get("transparency") is not None
+    np.testing.assert_array_equal(np.array(out.convert("RGBA"))[..., 3],
+                                  np.array(Image.open(tmp_path / "in-one.gif").convert("RGBA"))[..., 3])
+
+
+def test_an_animated_gif_is_refused_by_name(tmp_path):
+    frames = [Image.new("RGB", (8, 8), (i * 80, 0, 0)) for i in range(3)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:], duration=100)
+    with pytest.raises(HinetDeployError, match="holds 3 frames"):
+        read_image_file(tmp_path / "anim.gif")

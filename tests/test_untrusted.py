@@ -85,13 +85,27 @@ def _graph_elsewhere(sidecar, folder):
     (lambda s, f: s["facts"].update(onnx="../../etc/passwd"), "outside its own folder"),
     (lambda s, f: s["facts"].update(onnx="/etc/passwd"), "outside its own folder"),
     (_graph_elsewhere, "leads out of"),
+], ids=["dotdot", "absolute", "symlink-out"])
+def test_a_sidecar_path_out_of_its_folder_is_neither_read_nor_shipped(engine_folder, tmp_path,
+                                                                      edit, message):
+    """What goes to Ray workers (TensorRtBackend.model_files): the engine and its sidecar, never
+    the file a hostile sidecar names; reading that path at all is refused."""
+    from hinet_deploy.engines.sidecar import read_sidecar
+    from hinet_deploy.runtime.backends import TensorRtBackend
+
+    engine = _edited_copy(engine_folder, tmp_path, edit)
+    shipped = TensorRtBackend.model_files(engine)
+    assert shipped == [engine, engine.with_name(engine.name + ".json")]
+    with pytest.raises(HinetDeployError, match=message):
+        read_sidecar(engine).path_fact("onnx", engine)
+
+
+@pytest.mark.parametrize("edit, message", [
     (lambda s, f: s["facts"].update(onnx_sha256="0" * 64), "does not match the SHA-256"),
     (lambda s, f: s["facts"].update(engine_bytes=s["facts"]["engine_bytes"] + 1),
      "not the file that was built"),
-], ids=["dotdot", "absolute", "symlink-out", "graph-hash", "engine-size"])
-def test_an_engine_folder_names_nothing_outside_itself_and_nothing_changed(engine_folder, tmp_path,
-                                                                         edit, message):
-    """What would be shipped to Ray workers (TensorRtBackend.model_files) is refused first."""
+], ids=["graph-hash", "engine-size"])
+def test_files_that_differ_from_their_record_are_refused(engine_folder, tmp_path, edit, message):
     from hinet_deploy.runtime.backends import TensorRtBackend
 
     engine = _edited_copy(engine_folder, tmp_path, edit)

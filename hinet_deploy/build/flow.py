@@ -63,11 +63,20 @@ def fp32_graph(req: GraphRequest) -> Path:
 
     ckpt = req.ckpt or DEMO_CHECKPOINT
     path = req.out_dir / f"{ckpt.stem}.fp32.onnx"
-    if path.is_file():
-        meta = read_graph_metadata(path)
-        if meta.get("checkpoint_sha256") == file_sha256(ckpt):
-            _log(f"reusing {path} (exported from the same checkpoint)")
-            return path
+    # One FP32 graph per checkpoint: the build's own from an earlier build, or the one `export`
+    # wrote with its defaults (a dynamic graph of the restoration alone), checked by the hash of
+    # the checkpoint it records.
+    reusable = [path] + ([] if req.variant else [DEFAULT_OUTPUT_DIR / f"{ckpt.stem}.onnx"])
+    checkpoint_hash = None
+    for candidate in reusable:
+        if not candidate.is_file():
+            continue
+        meta = read_graph_metadata(candidate)
+        checkpoint_hash = checkpoint_hash or file_sha256(ckpt)
+        if meta.get("checkpoint_sha256") == checkpoint_hash and meta.get("outputs") == "stage2" \
+                and meta.get("dynamic", "true") == "true":
+            _log(f"reusing {candidate} (exported from the same checkpoint)")
+            return candidate
     report = export_onnx(load_checkpoint(ckpt, req.variant), path, log=_log)
     _log(report.summary())
     return path

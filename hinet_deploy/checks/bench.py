@@ -30,7 +30,7 @@ from hinet_deploy.runtime.backends import backend_class, open_backend
 from hinet_deploy.runtime.tiling import round_up
 
 DEFAULT_SIZES = ((256, 256), (720, 1280), (1080, 1920))  # (H, W)
-# GPU-only contenders the issue names; listed as not run where there is no CUDA device.
+# GPU-only contenders; listed as not run where there is no CUDA device.
 GPU_ONLY = [{"backend": "pytorch", "precision": "fp16 channels-last",
              "reason": "needs a CUDA device"}]
 

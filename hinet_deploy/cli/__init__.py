@@ -30,9 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
         "command's options and examples.")
     parser.add_argument("--version", action="version", version=f"hinet-deploy {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (restore.add_restore, build.add_export, checks.add_macs, checks.add_claims,
-                demo.add_demo, build.add_build, checks.add_fidelity, checks.add_validate,
-                checks.add_bench):
+    for add in (restore.add_restore, build.add_export, build.add_stand_in, checks.add_macs,
+                checks.add_claims, demo.add_demo, build.add_build, checks.add_fidelity,
+                checks.add_validate, checks.add_bench):
         add(sub)
     return parser
 

@@ -23,7 +23,7 @@ LAST_EXPORT = DEFAULT_OUTPUT_DIR / "last-export.json"  # the graph `export` wrot
 
 def add_export(sub):
     p = command(sub, "export", "checkpoint -> verified ONNX graph (dynamic batch, height, width)",
-                 "--ckpt HINet-GoPro.pth", "--ckpt demo -o build/demo.onnx",
+                 "--ckpt HINet-GoPro.pth", "--ckpt demo -o hinet-out/demo.onnx",
                  "--ckpt sidd.pth --fixed-shape 1 256 256")
     p.add_argument("--ckpt", type=Path, default=None,
                    help="HINet checkpoint (.pth, BasicSR or bare state dict); `demo` for the shipped "
@@ -78,11 +78,36 @@ def _last_export() -> Path:
                                f"or --ckpt") from exc
 
 
+def add_stand_in(sub):
+    p = command(sub, "stand-in", "a checkpoint of an official variant with random weights, to try "
+                "the official-size path before the real weights are at hand",
+                "gopro -o gopro.pth", "sidd-0.5x -o sidd.pth --seed 1")
+    p.add_argument("variant", help="the official architecture (gopro, reds, sidd-1x, ...: its "
+                                   "shapes and keys; the weights are random)")
+    p.add_argument("-o", "--output", type=Path, required=True,
+                   help="checkpoint to write (BasicSR format, like the official files)")
+    p.add_argument("--seed", type=int, default=0, help="of the random weights")
+    p.set_defaults(func=cmd_stand_in)
+
+
+def cmd_stand_in(args) -> int:
+    from hinet_deploy.export.checkpoint import random_model, save_basicsr
+
+    out = output_file(args.output)
+    loaded = random_model(args.variant, args.seed)
+    save_basicsr(loaded.net.state_dict(), out)
+    params = sum(p.numel() for p in loaded.net.parameters())
+    print(f"wrote {out}: HINet {args.variant} with random weights ({params / 1e6:.2f} M "
+          f"parameters, {out.stat().st_size / 2**20:.0f} MB); it restores nothing, but every "
+          f"command runs on it as on the official file")
+    return 0
+
+
 def add_build(sub):
     p = command(sub, "build", "ONNX of a precision -> TensorRT engine + JSON sidecar",
                  "--fp16                      (the graph `export` wrote last here)",
                  "--fp16 --ckpt HINet-GoPro.pth --max 1 1088 1920",
-                 "--int8 --onnx build/gopro.onnx --calib-dir my_frames/",
+                 "--int8 --onnx hinet-out/gopro.onnx --calib-dir my_frames/",
                  "--fp16 --ckpt demo --compute-capability SM86 SM89 SM120")
     prec = p.add_mutually_exclusive_group()
     for name, what in (("fp32", "FP32 throughout"), ("fp16", "FP16, instance norm kept in FP32"),

@@ -17,7 +17,7 @@ def add_claims(sub):
 
     p = command(sub, "claims", "the paper's MACs and speed-up claims: HINet against MPRNet, "
                  "measured side by side",
-                 "", "--threads 2 --repeats 7 --json build/claims/cpu.json",
+                 "", "--threads 2 --repeats 7 --json hinet-out/claims/cpu.json",
                  "--tasks gopro rain13k --backends pytorch --size 128 128")
     p.add_argument("--tasks", nargs="+", choices=tuple(CLAIMS), default=list(CLAIMS),
                    help="claims to check (default: all five)")
@@ -50,7 +50,7 @@ def cmd_claims(args) -> int:
 def add_macs(sub):
     p = command(sub, "macs", "parameters and MACs of a model (exact, and the paper's convention)",
                  "--variant gopro", "--ckpt HINet-SIDD-0.5x.pth --size 512 512",
-                 "--onnx build/gopro.onnx --json")
+                 "--onnx hinet-out/gopro.onnx --json")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--variant", help="an official variant (gopro, reds, sidd-1x, ...)")
     src.add_argument("--ckpt", type=Path, help="a checkpoint")

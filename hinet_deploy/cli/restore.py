@@ -1,6 +1,7 @@
 """`hinet-deploy restore`: parse, plan, run locally or on Ray, print the summary."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from hinet_deploy.cli.args import command, positive_float, positive_int, quality
@@ -16,8 +17,8 @@ def add_restore(sub):
 
     p = command(sub, "restore", "restore photos, folders and videos with a model (.pth, .onnx, "
                  ".engine)",
-                 "holiday/ -o restored/ --model build/gopro.onnx",
-                 "clip.mp4 -o out/ --model build/engines/gopro.fp16....engine --crf 16",
+                 "holiday/ -o restored/ --model hinet-out/gopro.onnx",
+                 "clip.mp4 -o out/ --model hinet-out/engines/gopro.fp16....engine --crf 16",
                  "scan.tif photo.jpg -o out/ --model sidd.pth --mode blend --tile 512",
                  "dashcam/ -o clean/ --model derain.onnx --codec h264_nvenc --overwrite")
     p.add_argument("inputs", nargs="+", metavar="INPUT",
@@ -28,7 +29,8 @@ def add_restore(sub):
                         "input file the file to write (an image or video name); with --ray also "
                         "a URI")
     p.add_argument("--model", type=Path, required=True,
-                   help="what the Restorer opens: a checkpoint (.pth), ONNX graph or engine")
+                   help="what the Restorer opens: a checkpoint (.pth), ONNX graph or engine; "
+                        "`demo` for the shipped demo denoiser")
     p.add_argument("--backend", choices=tuple(BACKENDS), default=None,
                    help="what runs the model (default: by its file type: .pth pytorch, .onnx "
                         "onnxruntime, .engine tensorrt)")
@@ -111,11 +113,18 @@ def cmd_restore(args) -> int:
     from hinet_deploy.restore.report import RestoreOptions, summary
     from hinet_deploy.runtime import Restorer
 
+    from hinet_deploy.cli.args import named_checkpoint
+    from hinet_deploy.export.variants import DEMO_CHECKPOINT, DEMO_LIMITS
+
+    args.model = named_checkpoint(args.model, DEMO_CHECKPOINT)
     input_file(args.model, "model")
+    if args.model == DEMO_CHECKPOINT and not args.quiet:
+        log(DEMO_LIMITS)
     if args.ray:
         from hinet_deploy.restore.cluster import reachable
 
         reachable(args.ray_address)  # seconds, not Ray's endless retries
+    start = time.perf_counter()
     plan, folder = _restore_plan(args)
     video = _video_options(args, plan)
     extra = {"threads": args.threads} if args.threads else {}
@@ -140,5 +149,6 @@ def cmd_restore(args) -> int:
             if folder is not None:
                 writable_dir(*folder)  # once the model opened: a bad model creates nothing
             report = run_restore(plan, restorer, options, log)
+    report.seconds = time.perf_counter() - start
     print(summary(report, plan))
     return 1 if report.failed else 0

@@ -10,8 +10,8 @@ from pathlib import Path
 from hinet_deploy.common.errors import DISK_FULL_ERRNOS, DiskFullError, HinetDeployError
 
 # Where the commands write when told nowhere else: under the directory they run in, never inside
-# the package.
-DEFAULT_OUTPUT_DIR = Path("build")
+# the package, and not build/, which setuptools and pip use when they build a wheel here.
+DEFAULT_OUTPUT_DIR = Path("hinet-out")
 CACHE_ENV = "HINET_DEPLOY_CACHE"  # overrides where cache_dir() is
 
 

@@ -339,6 +339,11 @@ def run_restore_ray(plan: Plan, model: Path, restorer_options: dict, options: Re
         error = by_source[str(job.source)]["error"]
         if error:
             report.fail(job.source, error, log)
-        else:
-            report.restored.append(job.output)
+            continue
+        report.restored.append(job.output)
+        if job.is_video and not is_uri(job.output):  # what the local runner counts as it goes
+            from hinet_deploy.runtime.video import frame_count
+
+            report.frames += frame_count(Path(job.output))
+            report.videos += 1
     return report

@@ -70,6 +70,7 @@ def _restore_video(job: Job, restorer, options: RestoreOptions, report: Report, 
             return True
     report.restored.append(job.output)
     report.frames += frames
+    report.videos += 1
     return True
 
 

@@ -29,7 +29,9 @@ class Report:
     skipped: int = 0
     failed: list[tuple[Path | str, str]] = field(default_factory=list)
     frames: int = 0
+    videos: int = 0  # of the restored, how many are videos
     stopped: str | None = None  # why the run stopped before the end (a full disk)
+    seconds: float | None = None  # the whole run, for the summary's rates
     not_tried: int = 0  # inputs left for a re-run when it stopped
 
     def fail(self, source, error: str, log) -> None:
@@ -62,6 +64,11 @@ def summary(report: Report, plan: Plan) -> str:
     parts = [f"restored {len(report.restored)}"]
     if report.frames:
         parts[0] += f" ({report.frames} video frames)"
+    if report.seconds is not None and report.restored:
+        images = len(report.restored) - report.videos
+        rate = f"{images / report.seconds:.2f} images/s" if not report.videos else \
+            f"{report.frames / report.seconds:.1f} frames/s" if not images else None
+        parts[0] += f" in {report.seconds:.1f} s" + (f" ({rate})" if rate else "")
     if report.skipped:
         parts.append(f"skipped {report.skipped} whose output exists (--overwrite to redo them)")
     if plan.ignored:

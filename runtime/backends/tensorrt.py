@@ -377,12 +377,17 @@ class TensorRtBackend(BackendBase):
 
     @classmethod
     def model_files(cls, path: Path) -> list[Path]:
-        """The engine, its sidecar and the graph the sidecar names (a relative path beside it)."""
+        """The engine, its sidecar and the graph the sidecar names where it lies inside the
+        engine's folder (a graph elsewhere, or a path leading out, is neither read nor shipped:
+        running the engine does not need it); the engine's size and the graph's hash checked."""
         path = Path(path)
         sidecar = read_sidecar(path)
         check_recorded(path, "engine", size=sidecar.facts.get("engine_bytes"))
         files = [path, sidecar_path(path)]
-        graph = sidecar.path_fact("onnx", path)  # confined to the engine's folder
+        try:
+            graph = sidecar.path_fact("onnx", path)
+        except HinetDeployError:
+            return files
         if graph is not None and graph.is_file():
             check_recorded(graph, "the engine's graph", sha256=sidecar.facts.get("onnx_sha256"))
             files.append(graph)
