@@ -10,6 +10,7 @@ Builds the wheel from this checkout, then:
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -52,10 +53,20 @@ def wheel(tmp_path_factory) -> Path:
         return anywhere(folder, names) | ({"build"} if Path(folder) == REPO else set())
 
     shutil.copytree(REPO, source, ignore=ignore)
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                    "-w", str(out), str(source)], check=True, capture_output=True)
-    (path,) = out.glob("hinet_deploy-*.whl")
+    built = subprocess.run([sys.executable, "-m", *shlex.split(readme_line("pip wheel"))],
+                           cwd=source, capture_output=True, text=True)  # as the README says
+    assert built.returncode == 0, built.stderr[-2000:]
+    (path,) = (source / "dist").glob("hinet_deploy-*.whl")
     return path
+
+
+def readme_line(start: str) -> str:
+    """The README's install line that starts with `start` (its code block under "Installing as a
+    library"), so that the test runs what users are told to run."""
+    section = (REPO / "README.md").read_text().split("### Installing as a library", 1)[1]
+    block = section.split("```sh", 1)[1].split("```", 1)[0]
+    return next(line.split("#")[0].strip() for line in block.splitlines()
+                if line.strip().startswith(start))
 
 
 def test_wheel_has_one_import_root_and_its_data(wheel):
@@ -86,7 +97,9 @@ def test_runtime_from_the_wheel_without_torch(wheel, tmp_path):
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(with_pip=True).create(env_dir)
     python = env_dir / "bin" / "python"
-    install = subprocess.run([str(python), "-m", "pip", "install", "-q", f"{wheel}[onnxruntime]"],
+    line = readme_line("pip install 'dist/")  # the README's wheel line, run beside dist/
+    assert f"dist/{wheel.name}[onnxruntime]" in line
+    install = subprocess.run([str(python), "-m", *shlex.split(line), "-q"], cwd=wheel.parent.parent,
                              capture_output=True, text=True)
     assert install.returncode == 0, install.stderr[-2000:]
     project = _user_project(tmp_path / "project")
