@@ -6,11 +6,13 @@ Runtime session's metadata without them.
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 
 from hinet_deploy.common.errors import HinetDeployError
 from hinet_deploy.common.files import input_file
+from hinet_deploy.common.limits import HINET_SIZE_MULTIPLE, SizeLimits
 from hinet_deploy.common.untrusted import confined
 
 PREFIX = "hinet."
@@ -29,6 +31,18 @@ def write_metadata(model, facts: Mapping[str, str]) -> None:
     model.metadata_props.extend(keep)
     for key, value in facts.items():
         model.metadata_props.add(key=PREFIX + key, value=str(value))
+
+
+def graph_limits(meta: Mapping[str, str], dims) -> SizeLimits:
+    """What a graph takes, from its facts and its input's dimensions (None where dynamic): every
+    backend that runs the .onnx reads the same."""
+    try:
+        width = int(json.loads(meta["config"])["wf"])
+    except (KeyError, ValueError, TypeError):
+        width = None
+    return SizeLimits(multiple=int(meta.get("size_multiple", HINET_SIZE_MULTIPLE)),
+                      fixed_batch=dims[0], fixed_hw=(dims[2], dims[3]) if dims[2] and dims[3]
+                      else None, width_factor=width)
 
 
 def from_properties(properties: Mapping[str, str]) -> dict[str, str]:

@@ -71,3 +71,15 @@ def small_onnx(small_ckpt, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("onnx") / "small.onnx"
     export_onnx(load_checkpoint(small_ckpt), path, log=lambda m: None)
     return path
+
+
+@pytest.fixture(scope="session")
+def demo_onnx(tmp_path_factory) -> Path:
+    """The shipped demo model's verified graph (a trained network: precision effects are real)."""
+    from hinet_deploy.export.checkpoint import load_checkpoint
+    from hinet_deploy.export.onnx_export import export_onnx
+    from hinet_deploy.export.variants import DEMO_CHECKPOINT
+
+    path = tmp_path_factory.mktemp("demo-onnx") / "demo.onnx"
+    export_onnx(load_checkpoint(DEMO_CHECKPOINT), path, log=lambda m: None)
+    return path

@@ -18,8 +18,15 @@ from hinet_deploy.export.checkpoint import load_checkpoint
 from hinet_deploy.export.variants import DEMO_CHECKPOINT
 from hinet_deploy.checks.datasets import open_dataset
 from hinet_deploy.build.flow import CalibOptions, GraphRequest
+from hinet_deploy.checks.contenders import openvino_precisions
 from hinet_deploy.checks.validate import Validation
 from hinet_deploy.runtime.metrics import psnr
+
+
+# Every check's rows, in order: the baseline, ONNX Runtime per precision, OpenVINO where installed
+# (BF16 where this CPU has it natively).
+CONTENDERS = [("pytorch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "fp16"),
+              ("onnxruntime", "int8")] + [("openvino", p) for p in openvino_precisions()]
 
 
 def test_psnr_by_hand():
@@ -88,8 +95,7 @@ def test_validate_cli_json_and_independent_psnr(pair_dir, tmp_path):
     assert {"checkpoint", "dataset", "mode", "device", "results", "unavailable"} <= set(report)
     assert report["mode"] == "whole" and report["unmatched"] == ["s1/blur/unpaired.png"]
     keys = [(r["backend"], r["precision"]) for r in report["results"]]
-    assert keys == [("pytorch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "fp16"),
-                    ("onnxruntime", "int8")]
+    assert keys == CONTENDERS
     for r in report["results"]:
         assert {"psnr", "ssim", "psnr_vs_torch", "worst_image", "seconds_per_image"} <= set(r)
         assert len(r["images"]) == 2
@@ -134,8 +140,7 @@ def test_bench_json(tmp_path):
     report = bench(DEMO_CHECKPOINT, req, sizes=((40, 64),),
                    repeats=2, threads=1, log=lambda m: None)
     rows = report["rows"]
-    assert [(r["backend"], r["precision"]) for r in rows] == [
-        ("pytorch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "fp16"), ("onnxruntime", "int8")]
+    assert [(r["backend"], r["precision"]) for r in rows] == CONTENDERS
     baseline_median = statistics.median(rows[0]["times_s"])  # from the raw times, not the report
     for r in rows:
         assert r["padded"] == [48, 64] and len(r["times_s"]) == 2
@@ -171,8 +176,7 @@ def test_bench_reports_memory_and_skips_a_size_that_would_not_fit(tmp_path, monk
     assert {(r["height"], r["width"]) for r in report["rows"]} == {(48, 64)}  # smallest first
     for r in report["rows"]:
         assert r["peak_rss_mb"] >= r["run_memory_mb"] >= 0
-    assert {(r["backend"], r["precision"]) for r in report["not_run"]} == {
-        ("pytorch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "fp16"), ("onnxruntime", "int8")}
+    assert {(r["backend"], r["precision"]) for r in report["not_run"]} == set(CONTENDERS)
     assert all("would need about" in r["reason"] for r in report["not_run"])
     table = bench_module.markdown(report)
     assert "| 6400x4800 | 1 | pytorch | fp32 | not run: would need about" in table

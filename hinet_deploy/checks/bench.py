@@ -74,7 +74,7 @@ def _backends(ckpt: Path, req: GraphRequest, threads: int | None, engines) -> di
     opened = {}
     for c in contenders(ckpt, req, engines):
         options = backend_class(c.model, c.backend).worker_options(threads) if threads else {}
-        opened[c.key] = open_backend(c.model, c.backend, **options)
+        opened[c.key] = open_backend(c.model, c.backend, **dict(c.options), **options)
     return opened
 
 

@@ -61,7 +61,8 @@ class Validation:
         self.results = {}
         engines, self.unavailable = engines if engines is not None else engines_for_checks(req)
         for c in contenders(ckpt, req, engines):
-            self.restorers[c.key] = Restorer(c.model, backend=c.backend, mode=mode)
+            self.restorers[c.key] = Restorer(c.model, backend=c.backend, mode=mode,
+                                             **dict(c.options))
             self.results[c.key] = ContenderResult(c.backend, c.precision, str(c.model))
         self.interrupted = False
         self.sample = None  # (name, degraded, clean, {key: output}) of the first image

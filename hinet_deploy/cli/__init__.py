@@ -18,7 +18,8 @@ _WRITE_ERRNOS = {errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EP
 # Optional packages and the extra that installs each (the base install is the runtime alone).
 EXTRA_OF = {"torch": "export", "onnx": "export", "onnx_graphsurgeon": "export",
             "skimage": "export", "matplotlib": "export", "onnxruntime": "onnxruntime",
-            "tensorrt_rtx": "trt", "cuda": "trt", "av": "video", "ray": "cluster"}
+            "tensorrt_rtx": "trt", "cuda": "trt", "av": "video", "ray": "cluster",
+            "openvino": "openvino"}
 
 
 def build_parser() -> argparse.ArgumentParser:

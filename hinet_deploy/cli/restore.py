@@ -34,6 +34,9 @@ def add_restore(sub):
     p.add_argument("--backend", choices=tuple(BACKENDS), default=None,
                    help="what runs the model (default: by its file type: .pth pytorch, .onnx "
                         "onnxruntime, .engine tensorrt)")
+    p.add_argument("--precision", default=None,
+                   help="for backends that choose one at run time: openvino fp32 (default) or "
+                        "bf16 (CPUs with native BF16)")
     p.add_argument("--mode", choices=MODES, default=DEFAULT_MODE,
                    help=f"blended tiles, the official 256 grids, or the whole image at once "
                         f"(default {DEFAULT_MODE}: the best measured quality and least memory; "
@@ -128,6 +131,8 @@ def cmd_restore(args) -> int:
     plan, folder = _restore_plan(args)
     video = _video_options(args, plan)
     extra = {"threads": args.threads} if args.threads else {}
+    if args.precision is not None:
+        extra["precision"] = args.precision
     max_pixels = None if args.max_megapixels is None else int(args.max_megapixels * 1e6)
     options = RestoreOptions(args.overwrite, args.quiet, args.jpeg_quality, video, max_pixels)
     restorer_options = {"backend": args.backend, "mode": args.mode, "tile": args.tile,

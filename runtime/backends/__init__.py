@@ -14,15 +14,17 @@ from pathlib import Path
 from hinet_deploy.common.errors import HinetDeployError
 from hinet_deploy.runtime.backends.base import Backend, BackendBase
 from hinet_deploy.runtime.backends.onnxruntime import OnnxRuntimeBackend
+from hinet_deploy.runtime.backends.openvino import OpenVinoBackend
 from hinet_deploy.runtime.backends.pytorch import TorchBackend
 from hinet_deploy.runtime.backends.tensorrt import TensorRtBackend
 
 # Every backend, by its one name. A model file's default backend is the first row that opens its
 # suffix; any other row that opens it is chosen by name (`backend=`).
 BACKENDS: dict[str, type[BackendBase]] = {
-    cls.name: cls for cls in (OnnxRuntimeBackend, TorchBackend, TensorRtBackend)}
+    cls.name: cls for cls in (OnnxRuntimeBackend, TorchBackend, TensorRtBackend, OpenVinoBackend)}
 
-__all__ = ["BACKENDS", "Backend", "BackendBase", "OnnxRuntimeBackend", "TensorRtBackend", "TorchBackend",
+__all__ = ["BACKENDS", "Backend", "BackendBase", "OnnxRuntimeBackend", "OpenVinoBackend",
+           "TensorRtBackend", "TorchBackend",
            "backend_class", "open_backend"]
 
 

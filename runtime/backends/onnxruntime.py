@@ -1,28 +1,19 @@
 """ONNX Runtime: an ONNX graph (FP32, FP16 or Q/DQ), on the CPU or a CUDA GPU."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from hinet_deploy.common.errors import HinetDeployError
 from hinet_deploy.common.lazy import require
-from hinet_deploy.common.limits import HINET_SIZE_MULTIPLE, SizeLimits
-from hinet_deploy.export.metadata import OUTPUT_NAME, from_properties
+from hinet_deploy.export.metadata import OUTPUT_NAME, from_properties, graph_limits
 from hinet_deploy.runtime.backends.base import BackendBase
 
 # Preferred order; only those the installed onnxruntime offers are used. The TensorRT EP needs the
 # full TensorRT libraries, so it is tried only when asked for explicitly.
 ORT_DEFAULT_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
 INSTALL = "pip install 'hinet-deploy[onnxruntime]'"
-
-
-def _width_factor(meta: dict) -> int | None:
-    try:
-        return int(json.loads(meta["config"])["wf"])
-    except (KeyError, ValueError, TypeError):
-        return None
 
 
 class OnnxRuntimeBackend(BackendBase):
@@ -57,10 +48,7 @@ class OnnxRuntimeBackend(BackendBase):
         self.input_dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
         dims = [d if isinstance(d, int) else None for d in inp.shape]
         meta = from_properties(self.session.get_modelmeta().custom_metadata_map)
-        self.limits = SizeLimits(  # dynamic graphs take any batch and size
-            multiple=int(meta.get("size_multiple", HINET_SIZE_MULTIPLE)), fixed_batch=dims[0],
-            fixed_hw=(dims[2], dims[3]) if dims[2] and dims[3] else None,
-            width_factor=_width_factor(meta))
+        self.limits = graph_limits(meta, dims)  # dynamic graphs take any batch and size
 
     @classmethod
     def tiled_defaults(cls) -> dict:
