@@ -15,7 +15,7 @@ from hinet_deploy.export.variants import DEMO_CHECKPOINT
 from hinet_deploy.runtime import Restorer
 from hinet_deploy.runtime.metrics import psnr
 
-MIN_GAIN_DB = 6.0  # issue 2's acceptance: PSNR gain over the noisy input on held-out photographs
+MIN_GAIN_DB = 6.0  # the demo's promise: PSNR gain over the noisy input on held-out photographs
 
 
 def test_demo_checkpoint_is_official_basicsr_format():

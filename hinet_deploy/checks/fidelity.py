@@ -16,6 +16,7 @@ from hinet_deploy.calib.photos import DEMO_NOISE_SIGMA, HELD_OUT, add_gaussian_n
 from hinet_deploy.export.variants import DEMO_CHECKPOINT
 from hinet_deploy.common.files import atomic_path
 from hinet_deploy.build.flow import PRECISIONS, GraphRequest, precision_graphs
+from hinet_deploy.checks.contenders import openvino_precisions
 from hinet_deploy.runtime import Restorer
 from hinet_deploy.runtime.metrics import psnr, ssim
 
@@ -44,8 +45,13 @@ def fidelity(req: GraphRequest, precisions=PRECISIONS, images=HELD_OUT,
     with Restorer(ckpt) as reference:
         torch_out = {name: reference(im) for name, im in noisy.items()}
     rows = []
-    for precision, graph in precision_graphs(req, precisions):
-        with Restorer(graph) as restore:
+    runs = [(precision, graph, {}) for precision, graph in precision_graphs(req, precisions)]
+    fp32 = next((graph for precision, graph, _ in runs if precision == "fp32"), None)
+    if fp32 is not None:  # OpenVINO runs the FP32 graph at its own precision
+        runs += [(f"openvino {p}", fp32, {"backend": "openvino", "precision": p})
+                 for p in openvino_precisions()]
+    for precision, graph, options in runs:
+        with Restorer(graph, **options) as restore:
             outs = {name: restore(im) for name, im in noisy.items()}
         vs_torch = [psnr(outs[n], torch_out[n]) for n in images]
         rows.append(FidelityRow(
