@@ -75,9 +75,9 @@ def test_a_suffix_keeps_its_first_backend_and_others_are_chosen_by_name(gain_row
 def test_a_backend_that_cannot_open_the_file_or_does_not_exist_is_refused(small_onnx):
     with pytest.raises(HinetDeployError, match="the pytorch backend runs .pth, .pt files"):
         open_backend(small_onnx, "pytorch")
-    with pytest.raises(HinetDeployError, match="unknown backend 'openvino'; choose onnxruntime, "
-                                               "pytorch, tensorrt"):
-        Restorer(small_onnx, backend="openvino")
+    with pytest.raises(HinetDeployError, match="unknown backend 'tflite'; choose onnxruntime, "
+                                               "pytorch, tensorrt, openvino"):
+        Restorer(small_onnx, backend="tflite")
 
 
 def test_the_onnxruntime_arena_rule_lives_in_its_backend(small_onnx):
@@ -90,6 +90,6 @@ def test_the_onnxruntime_arena_rule_lives_in_its_backend(small_onnx):
 
 
 def test_one_name_per_backend():
-    assert list(backends.BACKENDS) == ["onnxruntime", "pytorch", "tensorrt"]
+    assert list(backends.BACKENDS) == ["onnxruntime", "pytorch", "tensorrt", "openvino"]
     assert all(cls.name == name and cls.suffixes and cls.install
                for name, cls in BACKENDS.items())

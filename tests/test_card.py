@@ -37,7 +37,7 @@ def test_export_then_build_builds_the_exported_model(tmp_path):
     built = _run(tmp_path, "build_trt.py", "--fp16")
     assert built.returncode == 0, built.stderr
     first = built.stdout.strip().splitlines()[0]
-    assert first.startswith(f"building from {tmp_path / 'build' / 'gopro.onnx'}")
+    assert first.startswith(f"building from {tmp_path / DEFAULT_OUTPUT_DIR / 'gopro.onnx'}")
     (engine,) = (tmp_path / DEFAULT_OUTPUT_DIR / "engines").glob("*.engine")
     assert engine.name.startswith("gopro.fp16.")
     graph = read_sidecar(engine).path_fact("onnx", engine)
