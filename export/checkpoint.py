@@ -17,7 +17,7 @@ import torch
 
 from hinet_deploy.export.model import HINet, HINetConfig
 from hinet_deploy.export.variants import OFFICIAL_VARIANTS, infer_config, match_official
-from hinet_deploy.common.errors import HinetDeployError
+from hinet_deploy.common.errors import HinetDeployError, first_line
 from hinet_deploy.common.untrusted import check_archive
 from hinet_deploy.common.files import atomic_path, input_file
 
@@ -101,7 +101,7 @@ def _read_file(path: Path):
             f"code a pickle names is unsafe. Re-save its state dict (torch.save(model.state_dict()))"
         ) from exc
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise HinetDeployError(
             f"cannot read {path}: not a PyTorch checkpoint, or truncated/corrupt ({first})") from exc
 

@@ -30,9 +30,7 @@ class GainBackend(BackendBase):
     def tiled_defaults(cls) -> dict:
         return {"padding": "tiled"}
 
-    @classmethod
-    def worker_options(cls, threads: int) -> dict:
-        return {"threads": threads}
+    threads_option = "threads"
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         return batch * np.float32(self.gain)

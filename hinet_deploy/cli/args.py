@@ -21,12 +21,16 @@ def positive_int(text: str) -> int:
     return value
 
 
-def positive_float(text: str) -> float:
-    """An argparse type: a number above 0."""
+def _number(text: str) -> float:
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a number above 0."""
+    value = _number(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"{value:g} is not above 0")
     return value
@@ -42,10 +46,7 @@ def quality(text: str) -> int:
 
 def noise_level(text: str) -> float:
     """An argparse type: a noise sigma on the 0-255 scale, 0 or more."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    value = _number(text)
     if not 0 <= value <= 255:
         raise argparse.ArgumentTypeError(f"{value:g} is not a noise level (0 to 255)")
     return value

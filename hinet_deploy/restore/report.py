@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hinet_deploy.restore.plan import Job, Plan
+from hinet_deploy.common.errors import first_line
 from hinet_deploy.common.files import remove_stale_partials
 from hinet_deploy.restore.uri import exists, is_uri
 from hinet_deploy.runtime.image_files import DEFAULT_JPEG_QUALITY
@@ -43,7 +44,7 @@ class Report:
 def unexpected(exc: Exception) -> str:
     """One line for an error no check foresaw: its type and message (--debug on a single input
     shows the traceback)."""
-    return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+    return f"{type(exc).__name__}: {first_line(exc)}"
 
 
 def prepare(plan: Plan, options: RestoreOptions, log) -> tuple[Report, list[Job]]:

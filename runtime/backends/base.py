@@ -34,6 +34,7 @@ class BackendBase:
     name: str = ""
     suffixes: tuple[str, ...] = ()
     install: str = ""  # the pip line that brings what it needs
+    threads_option: str | None = None  # the option that sets its CPU threads, if it has one
 
     @classmethod
     def tiled_defaults(cls) -> dict:
@@ -43,7 +44,7 @@ class BackendBase:
     @classmethod
     def worker_options(cls, threads: int) -> dict:
         """Options that hold it to `threads` CPU threads (a Ray worker's share)."""
-        return {}
+        return {cls.threads_option: threads} if cls.threads_option else {}
 
     @classmethod
     def model_files(cls, path: Path) -> list[Path]:

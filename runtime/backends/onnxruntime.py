@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hinet_deploy.common.errors import HinetDeployError
+from hinet_deploy.common.errors import HinetDeployError, first_line
 from hinet_deploy.common.lazy import require
 from hinet_deploy.export.metadata import OUTPUT_NAME, from_properties, graph_limits
 from hinet_deploy.runtime.backends.base import BackendBase
@@ -20,6 +20,7 @@ class OnnxRuntimeBackend(BackendBase):
     name = "onnxruntime"
     suffixes = (".onnx",)
     install = INSTALL
+    threads_option = "threads"
 
     def __init__(self, path, providers=None, threads: int | None = None, memory_arena: bool = True):
         ort = require("onnxruntime", INSTALL, "running ONNX graphs")
@@ -55,10 +56,6 @@ class OnnxRuntimeBackend(BackendBase):
         # Tiled modes exist to bound memory: trade the arena's reuse for a lower peak.
         return {"memory_arena": False}
 
-    @classmethod
-    def worker_options(cls, threads: int) -> dict:
-        return {"threads": threads}
-
     def run(self, batch: np.ndarray) -> np.ndarray:
         if self.session is None:
             raise HinetDeployError(f"the ONNX Runtime session of {self.path.name} was closed")
@@ -66,9 +63,8 @@ class OnnxRuntimeBackend(BackendBase):
         try:
             out = self.session.run([self.output_name], feed)
         except Exception as exc:  # onnxruntime's own types (InvalidArgument, Fail, ...)
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise HinetDeployError(f"onnxruntime could not run {self.path.name} on a batch of "
-                                   f"{'x'.join(map(str, batch.shape))}: {first}") from exc
+                                   f"{'x'.join(map(str, batch.shape))}: {first_line(exc)}") from exc
         return out[0].astype(np.float32, copy=False)
 
     def close(self) -> None:

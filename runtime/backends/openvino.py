@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hinet_deploy.common.errors import HinetDeployError
+from hinet_deploy.common.errors import HinetDeployError, first_line
 from hinet_deploy.common.files import cache_dir
 from hinet_deploy.common.lazy import require
 from hinet_deploy.export.metadata import OUTPUT_NAME, PREFIX, graph_limits
@@ -33,6 +33,7 @@ class OpenVinoBackend(BackendBase):
     name = "openvino"
     suffixes = (".onnx",)
     install = INSTALL
+    threads_option = "threads"
 
     def __init__(self, path, precision: str = "fp32", threads: int | None = None):
         ov = require("openvino", INSTALL, "running graphs with OpenVINO")
@@ -54,8 +55,7 @@ class OpenVinoBackend(BackendBase):
             model = core.read_model(str(self.path))
             self.compiled = core.compile_model(model, DEVICE, config)
         except Exception as exc:  # OpenVINO raises RuntimeError for bad files
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise HinetDeployError(f"OpenVINO cannot load {self.path}: {first}") from exc
+            raise HinetDeployError(f"OpenVINO cannot load {self.path}: {first_line(exc)}") from exc
         info = model.get_rt_info()  # the ONNX graph's metadata_props, under "framework"
         framework = info["framework"] if "framework" in list(info.keys()) else {}
         meta = {k[len(PREFIX):]: framework[k].astype(str) for k in framework
@@ -66,10 +66,6 @@ class OpenVinoBackend(BackendBase):
         outputs = [o for o in self.compiled.outputs if OUTPUT_NAME in o.get_names()]
         self.output = outputs[0] if outputs else self.compiled.outputs[0]
         self.request = self.compiled.create_infer_request()
-
-    @classmethod
-    def worker_options(cls, threads: int) -> dict:
-        return {"threads": threads}
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         if self.request is None:
