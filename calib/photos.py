@@ -13,7 +13,7 @@ TRAIN = ("astronaut", "chelsea", "motorcycle_left", "immunohistochemistry", "ret
          "brick", "grass", "gravel", "moon", "coins", "clock", "page", "text")
 # Never used in training or calibration: the demo's and the fidelity report's test images.
 HELD_OUT = ("coffee", "rocket", "camera")
-# The demo denoiser's noise: Gaussian, sigma 25 on the 0-255 scale (issue 2), in training, calibration,
+# The demo denoiser's noise: Gaussian, sigma 25 on the 0-255 scale, in training, calibration,
 # the demo, fidelity and validation alike.
 DEMO_NOISE_SIGMA = 25.0
 

@@ -119,6 +119,7 @@ def check_encoder(codec: str) -> None:
 # The quality range of each encoder's constant-quality knob (x264/x265 crf: 0-51, SVT-AV1 crf:
 # 0-63, NVENC cq: 0-51; their documentation). Others are passed through unchecked.
 CRF_RANGE = {"libx264": (0, 51), "libx265": (0, 51), "libsvtav1": (0, 63), "libaom-av1": (0, 63),
+             "libvpx-vp9": (0, 63), "libvpx": (4, 63),
              "h264_nvenc": (0, 51), "hevc_nvenc": (0, 51), "av1_nvenc": (0, 51)}
 
 
@@ -330,6 +331,19 @@ def _pixel_format(options: VideoOptions, facts: VideoFacts, notes: list[str]) ->
     return pix_fmt
 
 
+def _codec_for(output, options: VideoOptions, notes: list[str]) -> VideoOptions:
+    """The options with an encoder the output container holds: the container's own default where
+    the one asked for cannot go into it (H.264 into WebM), said in a line."""
+    if options.codec in output.supported_codecs:
+        return options
+    chosen = output.default_video_codec
+    notes.append(f"{options.codec} cannot go into a {Path(output.name).suffix} file: encoded "
+                 f"with {chosen} (--codec chooses another it holds)")
+    crf = options.crf if chosen not in CRF_RANGE or options.crf is None else \
+        min(max(options.crf, CRF_RANGE[chosen][0]), CRF_RANGE[chosen][1])
+    return VideoOptions(chosen, crf, None, options.pix_fmt, dict(options.options))
+
+
 def _encoder_options(options: VideoOptions, facts: VideoFacts, notes: list[str]) -> dict:
     """The encoder's options, with HDR10's metadata where the encoder carries it."""
     opts = options.encoder_options()
@@ -434,6 +448,7 @@ def _transcode(av, source, video, path: Path, restore, options: VideoOptions, fa
         if chapters:
             output.set_chapters(chapters)
         rate = video.average_rate or video.guessed_rate
+        options = _codec_for(output, options, notes)
         encoder = output.add_stream(options.codec, rate=rate,
                                     options=_encoder_options(options, facts, notes))
         encoder.width, encoder.height = facts.width, facts.height

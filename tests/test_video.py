@@ -252,3 +252,14 @@ def test_a_full_disk_stops_the_run_keeps_what_finished_and_a_rerun_completes(tmp
     again = main(command)
     assert again == 0 and sorted(p.name for p in out.iterdir()) == sorted(["a.png", "b.jpg", big,
                                                                             "d.png"])
+
+
+def test_a_container_that_cannot_hold_the_codec_gets_its_own_and_a_line(tmp_path, small_onnx,
+                                                                      capsys):
+    source = tmp_path / "clip.webm"
+    make_video(source, frames=6, codec="libvpx-vp9")
+    code, output = restore(tmp_path, source, small_onnx)
+    assert code == 0 and describe(output)["frames"] == 6
+    with av.open(str(output)) as container:
+        assert container.streams.video[0].codec_context.name == "vp9"
+    assert "libx264 cannot go into a .webm file: encoded with vp9" in capsys.readouterr().err
