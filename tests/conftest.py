@@ -83,3 +83,21 @@ def demo_onnx(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("demo-onnx") / "demo.onnx"
     export_onnx(load_checkpoint(DEMO_CHECKPOINT), path, log=lambda m: None)
     return path
+
+
+def small_rtx_engine(ckpt: Path, out: Path, hin_plugin: bool = False) -> Path:
+    """A TensorRT-RTX FP32 engine of a small checkpoint over 1x32x32 .. 2x128x128, built on this
+    machine (no GPU needed); skipped where tensorrt_rtx is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt_rtx") is None:
+        pytest.skip("tensorrt_rtx is not installed")
+    from hinet_deploy.build.flow import CalibOptions, GraphRequest, build
+    from hinet_deploy.engines.build import BuildOptions, Profile
+
+    req = GraphRequest(ckpt=ckpt, precision="fp32", out_dir=out, hin_plugin=hin_plugin,
+                       calib=CalibOptions(cache_dir=out / "cc"))
+    engine, sidecar = build(req, None, "tensorrt_rtx",
+                            BuildOptions(profile=Profile((1, 32, 32), (1, 64, 64), (2, 128, 128))))
+    assert sidecar.hin_plugin == hin_plugin
+    return engine

@@ -8,10 +8,10 @@ import json
 import numpy as np
 import pytest
 
-from hinet_deploy.engines.build import BuildOptions, Profile
+from conftest import small_rtx_engine
+
 from hinet_deploy.engines.sidecar import EngineSidecar
 from hinet_deploy.common.errors import HinetDeployError
-from hinet_deploy.build.flow import CalibOptions, GraphRequest, build
 from hinet_deploy.runtime import Restorer
 from hinet_deploy.engines.targets import gpu_mismatch, rtx_runs_on
 from hinet_deploy.runtime.backends.tensorrt import BufferPlan, check_shape, check_sidecar
@@ -85,12 +85,7 @@ def test_engine_without_sidecar(tmp_path):
 
 @pytest.fixture(scope="module")
 def rtx_engine(small_ckpt, tmp_path_factory):
-    out = tmp_path_factory.mktemp("engine")
-    req = GraphRequest(ckpt=small_ckpt, precision="fp32", out_dir=out,
-                       calib=CalibOptions(cache_dir=out / "cc"))
-    engine, _ = build(req, None, "tensorrt_rtx",
-                      BuildOptions(profile=Profile((1, 32, 32), (1, 64, 64), (2, 128, 128))))
-    return engine
+    return small_rtx_engine(small_ckpt, tmp_path_factory.mktemp("engine"))
 
 
 @needs_rtx
@@ -142,13 +137,7 @@ def test_engine_matches_pytorch_on_gpu(rtx_engine, small_ckpt):
 
 @pytest.fixture(scope="module")
 def rtx_plugin_engine(small_ckpt, tmp_path_factory):
-    out = tmp_path_factory.mktemp("plugin-engine")
-    req = GraphRequest(ckpt=small_ckpt, precision="fp32", out_dir=out, hin_plugin=True,
-                       calib=CalibOptions(cache_dir=out / "cc"))
-    engine, sidecar = build(req, None, "tensorrt_rtx",
-                            BuildOptions(profile=Profile((1, 32, 32), (1, 64, 64), (2, 128, 128))))
-    assert sidecar.hin_plugin
-    return engine
+    return small_rtx_engine(small_ckpt, tmp_path_factory.mktemp("plugin-engine"), hin_plugin=True)
 
 
 @needs_rtx

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import small_rtx_engine
 from hinet_deploy.cli import main
 from hinet_deploy.common.errors import HinetDeployError
 from hinet_deploy.export.variants import DEMO_CHECKPOINT
@@ -51,17 +52,7 @@ def last_line(text: str) -> str:
 
 @pytest.fixture(scope="module")
 def engine_folder(small_ckpt, tmp_path_factory):
-    if __import__("importlib").util.find_spec("tensorrt_rtx") is None:
-        pytest.skip("tensorrt_rtx is not installed")
-    from hinet_deploy.build.flow import CalibOptions, GraphRequest, build
-    from hinet_deploy.engines.build import BuildOptions, Profile
-
-    out = tmp_path_factory.mktemp("engine")
-    req = GraphRequest(ckpt=small_ckpt, precision="fp32", out_dir=out,
-                       calib=CalibOptions(cache_dir=out / "cc"))
-    engine, _ = build(req, None, "tensorrt_rtx",
-                      BuildOptions(profile=Profile((1, 32, 32), (1, 64, 64), (1, 128, 128))))
-    return engine
+    return small_rtx_engine(small_ckpt, tmp_path_factory.mktemp("engine"))
 
 
 def _edited_copy(engine: Path, tmp_path: Path, edit) -> Path:
