@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO
 from hinet_deploy.runtime import Restorer
 from hinet_deploy.runtime.image_files import read_image_file, write_image_file
 
@@ -34,7 +33,7 @@ def _photos(folder: Path, count: int, size=(40, 56)) -> list[Path]:
 def _command(*args, env=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "hinet_deploy.cli", "restore", *map(str, args)],
                           capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
+                          env={**os.environ, **(env or {})})
 
 
 def _outputs(folder: Path) -> dict[str, np.ndarray]:
@@ -176,3 +175,13 @@ def test_uris_in_and_out(tmp_path, small_onnx):
         np.testing.assert_array_equal(got[name], want[name])
     again = _command(source, "-o", target, "--model", small_onnx, "--quiet", "--ray")
     assert again.returncode == 0 and "skipped 3 whose output exists" in again.stdout
+
+
+def test_quiet_means_the_summary_alone(tmp_path, small_onnx):
+    """--quiet on Ray: no Ray lines (Python's or its C++ core's), the summary on stdout alone."""
+    _photos(tmp_path / "in", 2)
+    done = _command(tmp_path / "in", "-o", tmp_path / "out", "--model", small_onnx, "--ray",
+                    "--workers", "2", "--quiet")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stderr == ""
+    assert len(done.stdout.strip().splitlines()) == 1 and done.stdout.startswith("restored 2 in ")

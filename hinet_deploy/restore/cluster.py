@@ -15,6 +15,7 @@ import atexit
 import os
 import shutil
 import socket
+import sys
 import tempfile
 import weakref
 from dataclasses import dataclass
@@ -290,26 +291,53 @@ def reachable(address: str | None) -> None:
 
 class RayRuntime:
     """A Ray connection for one command: the cluster at `address`, or a local instance started
-    here and shut down at the end."""
+    here and shut down at the end. `quiet`: what Ray's own C++ core writes to this process's
+    stderr while it runs (a warning per actor pool among it) is kept in a file instead, and shown
+    only if the run ends with an error."""
 
-    def __init__(self, address: str | None):
-        self.address = address
+    def __init__(self, address: str | None, quiet: bool = False):
+        self.address, self.quiet = address, quiet
+        self.saved_fd, self.captured = None, None
 
     def __enter__(self):
         import logging
 
         ray = _ray()
         reachable(self.address)
+        if self.quiet:
+            self._capture_stderr()
         try:  # the workers' own logs stay in Ray's session folder; errors come back per row
             ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
                      logging_level=logging.ERROR)
             logging.getLogger("ray.data").setLevel(logging.WARNING)  # its per-dataset INFO lines
         except (ConnectionError, ValueError, RuntimeError) as exc:
+            self._release_stderr(show=True)
             raise HinetDeployError(f"cannot connect to Ray at {self.address}: {exc}") from exc
         return self
 
+    def _capture_stderr(self) -> None:
+        sys.stderr.flush()
+        self.captured = tempfile.TemporaryFile()
+        self.saved_fd = os.dup(2)
+        os.dup2(self.captured.fileno(), 2)
+
+    def _release_stderr(self, show: bool) -> None:
+        if self.saved_fd is None:
+            return
+        sys.stderr.flush()
+        os.dup2(self.saved_fd, 2)
+        os.close(self.saved_fd)
+        self.saved_fd = None
+        if show:
+            self.captured.seek(0)
+            sys.stderr.write(self.captured.read()[-4000:].decode(errors="replace"))
+        self.captured.close()
+
     def __exit__(self, *exc):
-        _ray().shutdown()
+        try:
+            _ray().shutdown()
+        finally:
+            self._release_stderr(show=exc[0] is not None)
         return False
 
 
@@ -328,7 +356,7 @@ def run_restore_ray(plan: Plan, model: Path, restorer_options: dict, options: Re
     report, todo = prepare(plan, options, log)
     if not todo:
         return report
-    with RayRuntime(ray_options.address):
+    with RayRuntime(ray_options.address, quiet=options.quiet):
         rows = restore_files(todo, model, restorer_options, options,
                              workers=ray_options.workers,
                              gpus_per_worker=ray_options.gpus_per_worker,
