@@ -89,3 +89,19 @@ def test_int8_of_the_gopro_variant_builds_with_default_options(tmp_path):
     assert "Collecting tensor data" not in built.stdout
     (engine,) = (tmp_path / DEFAULT_OUTPUT_DIR / "engines").glob("gopro.int8-*.engine")
     assert read_sidecar(engine).precision == "int8"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt_rtx") is None,
+                    reason="needs tensorrt-rtx (pip install 'hinet-deploy[trt]')")
+def test_a_build_after_export_leaves_one_fp32_graph(tmp_path):
+    """The card's two steps on one checkpoint: the build reuses the graph export wrote (the same
+    checkpoint by its hash) instead of writing a second FP32 copy."""
+    save_basicsr(random_net(GOPRO_LIKE).state_dict(), tmp_path / "gopro.pth")
+    assert _run(tmp_path, "to_onnx.py", "--ckpt", "gopro.pth").returncode == 0
+    built = _run(tmp_path, "build_trt.py", "--int8", "--ckpt", "gopro.pth", "--calib-count", "2",
+                 "--calib-crop", "64", "--opt", "1", "128", "128", "--max", "1", "128", "128")
+    assert built.returncode == 0, built.stderr[-2000:]
+    out = tmp_path / DEFAULT_OUTPUT_DIR
+    fp32 = [p for p in out.rglob("*.onnx") if ".int8" not in p.name]
+    assert fp32 == [out / "gopro.onnx"]
+    assert f"reusing {DEFAULT_OUTPUT_DIR / 'gopro.onnx'}" in built.stderr
