@@ -163,3 +163,18 @@ def test_fp16_int8_graphs_and_an_engine_like_hinets(tmp_path):
     built = build_engine(trt, fp16, tmp_path / "m.engine", BuildOptions(Profile(shape, shape, shape)),
                          sidecar)
     assert (tmp_path / "m.engine").stat().st_size == built.facts["engine_bytes"] > 100_000
+
+
+def test_claims_with_openvino(tmp_path):
+    """OpenVINO runs both networks' verified graphs; its rows stand beside ONNX Runtime's."""
+    pytest.importorskip("openvino", reason="OpenVINO is not installed (the openvino extra)")
+    from hinet_deploy.checks.claims import measure_claims
+    from hinet_deploy.checks.contenders import openvino_precisions
+
+    backends = ("onnxruntime", "openvino") + (("openvino-bf16",) if "bf16" in
+                                              openvino_precisions() else ())
+    report = measure_claims(["sidd-0.5x"], backends, (32, 32), repeats=1, threads=1,
+                            log=lambda m: None)
+    (task,) = report["tasks"]
+    assert set(task["speedup"]) == set(backends)
+    assert all(ratio > 0 for ratio in task["speedup"].values())

@@ -22,7 +22,7 @@ from hinet_deploy.common.errors import HinetDeployError
 from hinet_deploy.common.files import atomic_path
 from hinet_deploy.common.limits import HINET_SIZE_MULTIPLE
 from hinet_deploy.common.progress import say
-from hinet_deploy.runtime.backends import OnnxRuntimeBackend, TorchBackend
+from hinet_deploy.runtime.backends import OnnxRuntimeBackend, OpenVinoBackend, TorchBackend
 from hinet_deploy.checks.timing import alternated_rounds, device_name, spread_ms
 
 
@@ -50,7 +50,9 @@ CLAIMS = {
     "rain13k": Claim("rain13k", "derain", 170.71, 141.28, 27.0, 37.4, 1.4),
 }
 PYTORCH_FP16 = f"{TorchBackend.name}-fp16"  # PyTorch in half precision on a CUDA GPU
-BACKENDS = (TorchBackend.name, OnnxRuntimeBackend.name, PYTORCH_FP16)
+OPENVINO_BF16 = f"{OpenVinoBackend.name}-bf16"  # OpenVINO on a CPU with native BF16
+BACKENDS = (TorchBackend.name, OnnxRuntimeBackend.name, PYTORCH_FP16, OpenVinoBackend.name,
+            OPENVINO_BF16)
 
 
 @dataclass
@@ -109,10 +111,14 @@ def _runners(models: dict[str, Model], backend: str, height: int, width: int, th
     import torch
 
     x = np.random.default_rng(0).random((1, 3, height, width), dtype=np.float32)
-    if backend == OnnxRuntimeBackend.name:
-        options = OnnxRuntimeBackend.worker_options(threads) if threads else {}
-        opened = {name: OnnxRuntimeBackend(model.graph, providers=["CPUExecutionProvider"],
-                                           **options) for name, model in models.items()}
+    graph_backends = {OnnxRuntimeBackend.name: (OnnxRuntimeBackend,
+                                                {"providers": ["CPUExecutionProvider"]}),
+                      OpenVinoBackend.name: (OpenVinoBackend, {"precision": "fp32"}),
+                      OPENVINO_BF16: (OpenVinoBackend, {"precision": "bf16"})}
+    if backend in graph_backends:  # the verified ONNX graphs of both networks
+        cls, fixed = graph_backends[backend]
+        options = {**fixed, **(cls.worker_options(threads) if threads else {})}
+        opened = {name: cls(model.graph, **options) for name, model in models.items()}
         return {name: (lambda b=b: b.run(x)) for name, b in opened.items()}
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if backend == PYTORCH_FP16 and device != "cuda":

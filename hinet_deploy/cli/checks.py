@@ -23,7 +23,8 @@ def add_claims(sub):
                    help="claims to check (default: all five)")
     p.add_argument("--backends", nargs="+", choices=BACKENDS, default=["pytorch", "onnxruntime"],
                    help="pytorch (FP32, on the GPU where there is one), onnxruntime (CPU), "
-                        "pytorch-fp16 (GPU only) (default: pytorch onnxruntime)")
+                        "pytorch-fp16 (GPU only), openvino and openvino-bf16 (CPU) (default: "
+                        "pytorch onnxruntime)")
     p.add_argument("--size", type=positive_int, nargs=2, metavar=("H", "W"), default=(256, 256),
                    help="input height and width, multiples of 16 (default 256 256, the paper's)")
     p.add_argument("--repeats", type=positive_int, default=5,
