@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import os
 import tempfile
@@ -51,7 +52,7 @@ def remove_stale_partials(path: str | os.PathLike) -> list[Path]:
     (killed with -9, a machine that lost power); returns them. Live writers' files stay."""
     path = Path(path)
     removed = []
-    for partial in path.parent.glob(f".{glob_escape(path.name)}.*"):
+    for partial in path.parent.glob(f".{glob.escape(path.name)}.*"):
         pid = partial.name[len(path.name) + 2:].split(".", 1)[0]
         if not pid.isdigit():
             continue
@@ -63,10 +64,6 @@ def remove_stale_partials(path: str | os.PathLike) -> list[Path]:
         except PermissionError:  # alive, another user's
             pass
     return removed
-
-
-def glob_escape(name: str) -> str:
-    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
 def write_whole(path: str | os.PathLike, data: bytes) -> None:
