@@ -28,7 +28,7 @@ from hinet_deploy.common.lazy import require
 from hinet_deploy.common.progress import say
 from hinet_deploy.restore.files import restore_file
 from hinet_deploy.restore.plan import Job, Plan
-from hinet_deploy.restore.report import Report, RestoreOptions, prepare, unexpected
+from hinet_deploy.restore.report import Report, RestoreOptions, failure_text, prepare
 from hinet_deploy.restore.uri import download, is_uri, upload
 
 
@@ -95,10 +95,8 @@ class FileRestorer(_ModelActor):
         try:
             restore_file(Job(Path(source), Path(output), kind), self.restorer, self.options,
                          span=span)
-        except HinetDeployError as exc:
-            return str(exc)
         except Exception as exc:  # one line for this row, as the local runner says it
-            return unexpected(exc)
+            return failure_text(exc)
         return ""
 
     def _through_local_files(self, job: Job) -> str:

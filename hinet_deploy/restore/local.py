@@ -6,11 +6,11 @@ and renamed when complete; an input that fails is reported by name and the rest 
 """
 from __future__ import annotations
 
-from hinet_deploy.common.errors import DiskFullError, HinetDeployError
+from hinet_deploy.common.errors import DiskFullError
 from hinet_deploy.common.progress import progress_bar, say
 from hinet_deploy.restore.files import read_image, restore_file, write_image
 from hinet_deploy.restore.plan import Job, Plan
-from hinet_deploy.restore.report import Report, RestoreOptions, prepare, unexpected
+from hinet_deploy.restore.report import Report, RestoreOptions, failure_text, prepare
 from hinet_deploy.runtime.stream import pipelined
 
 
@@ -22,10 +22,8 @@ def _restore_images(jobs: list[Job], restorer, options: RestoreOptions, report: 
             return job, image, None, error
         try:
             return job, image, restorer(image.pixels), None
-        except HinetDeployError as exc:
-            return job, image, None, str(exc)
-        except Exception as exc:  # anything else is this input's failure too; the run goes on
-            return job, image, None, unexpected(exc)
+        except Exception as exc:  # any error is this input's failure; the run goes on
+            return job, image, None, failure_text(exc)
 
     with progress_bar(len(jobs), "images", "img", quiet=options.quiet) as bar:
         for done, (job, image, pixels, error) in enumerate(
@@ -38,10 +36,8 @@ def _restore_images(jobs: list[Job], restorer, options: RestoreOptions, report: 
                     report.fail(job.source, str(exc), log)
                     report.stopped, report.not_tried = str(exc), len(jobs) - done
                     return False
-                except HinetDeployError as exc:
-                    error = str(exc)
                 except Exception as exc:
-                    error = unexpected(exc)
+                    error = failure_text(exc)
             if error is not None:
                 report.fail(job.source, error, log)
             bar.update(1)
@@ -62,11 +58,8 @@ def _restore_video(job: Job, restorer, options: RestoreOptions, report: Report, 
             report.fail(job.source, str(exc), log)
             report.stopped = str(exc)
             return False
-        except HinetDeployError as exc:
-            report.fail(job.source, str(exc), log)
-            return True
         except Exception as exc:
-            report.fail(job.source, unexpected(exc), log)
+            report.fail(job.source, failure_text(exc), log)
             return True
     report.restored.append(job.output)
     report.frames += frames

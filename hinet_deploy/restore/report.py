@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hinet_deploy.restore.plan import Job, Plan
-from hinet_deploy.common.errors import first_line
+from hinet_deploy.common.errors import HinetDeployError, first_line
 from hinet_deploy.common.files import remove_stale_partials
 from hinet_deploy.restore.uri import exists, is_uri
 from hinet_deploy.runtime.image_files import DEFAULT_JPEG_QUALITY
@@ -41,9 +41,11 @@ class Report:
         log(f"failed: {source}: {error}")
 
 
-def unexpected(exc: Exception) -> str:
-    """One line for an error no check foresaw: its type and message (--debug on a single input
-    shows the traceback)."""
+def failure_text(exc: Exception) -> str:
+    """The one line that says why an input failed: the message of an error a check foresaw
+    (HinetDeployError), else the error's type and first line."""
+    if isinstance(exc, HinetDeployError):
+        return str(exc)
     return f"{type(exc).__name__}: {first_line(exc)}"
 
 
