@@ -85,6 +85,20 @@ def demo_onnx(tmp_path_factory) -> Path:
     return path
 
 
+def edited_engine_copy(engine: Path, tmp_path: Path, edit) -> Path:
+    """The engine's folder copied into tmp_path/copy, its sidecar changed by edit(sidecar dict,
+    folder): an engine folder as someone else might hand it over."""
+    import shutil
+
+    folder = tmp_path / "copy"
+    shutil.copytree(engine.parent, folder)
+    copy = folder / engine.name
+    sidecar = json.loads(copy.with_name(copy.name + ".json").read_text())
+    edit(sidecar, folder)
+    copy.with_name(copy.name + ".json").write_text(json.dumps(sidecar))
+    return copy
+
+
 def small_rtx_engine(ckpt: Path, out: Path, hin_plugin: bool = False) -> Path:
     """A TensorRT-RTX FP32 engine of a small checkpoint over 1x32x32 .. 2x128x128, built on this
     machine (no GPU needed); skipped where tensorrt_rtx is missing."""

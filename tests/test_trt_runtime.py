@@ -3,12 +3,11 @@ gpu) the engine against the PyTorch reference."""
 from __future__ import annotations
 
 import importlib.util
-import json
 
 import numpy as np
 import pytest
 
-from conftest import small_rtx_engine
+from conftest import edited_engine_copy, small_rtx_engine
 
 from hinet_deploy.engines.sidecar import EngineSidecar
 from hinet_deploy.common.errors import HinetDeployError
@@ -97,11 +96,8 @@ def test_no_gpu_gives_a_clear_error(rtx_engine):
 
 @needs_rtx
 def test_edited_sidecar_version_is_caught_before_the_gpu(rtx_engine, tmp_path):
-    engine = tmp_path / rtx_engine.name
-    engine.write_bytes(rtx_engine.read_bytes())
-    sidecar = json.loads(rtx_engine.with_name(rtx_engine.name + ".json").read_text())
-    sidecar["tensorrt_version"] = "1.0.0.0"
-    engine.with_name(engine.name + ".json").write_text(json.dumps(sidecar))
+    engine = edited_engine_copy(rtx_engine, tmp_path,
+                                lambda sidecar, folder: sidecar.update(tensorrt_version="1.0.0.0"))
     with pytest.raises(HinetDeployError, match="engines only load in the version that built them"):
         Restorer(engine)
 
@@ -159,12 +155,11 @@ def test_a_plugin_engine_without_nvrtc_is_refused_in_one_line_before_the_gpu(rtx
 
 @needs_rtx
 def test_a_plugin_engine_of_another_plugin_version_is_refused(rtx_plugin_engine, tmp_path):
-    engine = tmp_path / rtx_plugin_engine.name
-    engine.write_bytes(rtx_plugin_engine.read_bytes())
-    sidecar = json.loads(rtx_plugin_engine.with_name(rtx_plugin_engine.name + ".json").read_text())
-    assert sidecar["facts"]["hin_plugin_version"] == "1"
-    sidecar["facts"]["hin_plugin_version"] = "7"
-    engine.with_name(engine.name + ".json").write_text(json.dumps(sidecar))
+    def edit(sidecar, folder):
+        assert sidecar["facts"]["hin_plugin_version"] == "1"
+        sidecar["facts"]["hin_plugin_version"] = "7"
+
+    engine = edited_engine_copy(rtx_plugin_engine, tmp_path, edit)
     with pytest.raises(HinetDeployError, match="holds version 7 of the HIN plugin; this "
                                                "hinet-deploy has version 1: rebuild"):
         Restorer(engine)

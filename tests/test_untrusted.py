@@ -2,9 +2,7 @@
 hostile or careless input, each run through the real command where the user would meet it."""
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import signal
 import struct
 import subprocess
@@ -18,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import small_rtx_engine
+from conftest import edited_engine_copy, small_rtx_engine
 from hinet_deploy.cli import main
 from hinet_deploy.common.errors import HinetDeployError
 from hinet_deploy.export.variants import DEMO_CHECKPOINT
@@ -55,16 +53,6 @@ def engine_folder(small_ckpt, tmp_path_factory):
     return small_rtx_engine(small_ckpt, tmp_path_factory.mktemp("engine"))
 
 
-def _edited_copy(engine: Path, tmp_path: Path, edit) -> Path:
-    folder = tmp_path / "copy"
-    shutil.copytree(engine.parent, folder)
-    copy = folder / engine.name
-    sidecar = json.loads(copy.with_name(copy.name + ".json").read_text())
-    edit(sidecar, folder)
-    copy.with_name(copy.name + ".json").write_text(json.dumps(sidecar))
-    return copy
-
-
 def _graph_elsewhere(sidecar, folder):
     outside = folder.parent / "elsewhere.onnx"
     outside.write_bytes(b"not yours")
@@ -84,7 +72,7 @@ def test_a_sidecar_path_out_of_its_folder_is_neither_read_nor_shipped(engine_fol
     from hinet_deploy.engines.sidecar import read_sidecar
     from hinet_deploy.runtime.backends import TensorRtBackend
 
-    engine = _edited_copy(engine_folder, tmp_path, edit)
+    engine = edited_engine_copy(engine_folder, tmp_path, edit)
     shipped = TensorRtBackend.model_files(engine)
     assert shipped == [engine, engine.with_name(engine.name + ".json")]
     with pytest.raises(HinetDeployError, match=message):
@@ -99,7 +87,7 @@ def test_a_sidecar_path_out_of_its_folder_is_neither_read_nor_shipped(engine_fol
 def test_files_that_differ_from_their_record_are_refused(engine_folder, tmp_path, edit, message):
     from hinet_deploy.runtime.backends import TensorRtBackend
 
-    engine = _edited_copy(engine_folder, tmp_path, edit)
+    engine = edited_engine_copy(engine_folder, tmp_path, edit)
     with pytest.raises(HinetDeployError, match=message):
         TensorRtBackend.model_files(engine)
 
@@ -112,7 +100,7 @@ def test_files_that_differ_from_their_record_are_refused(engine_folder, tmp_path
     (lambda s, f: s.update(hin_plugin="yes"), "hin_plugin is a string 'yes', not bool"),
 ], ids=["schema", "profile", "profile-shape", "fact", "flag"])
 def test_a_sidecar_of_the_wrong_types_is_one_line(engine_folder, tmp_path, edit, message, capsys):
-    engine = _edited_copy(engine_folder, tmp_path, edit)
+    engine = edited_engine_copy(engine_folder, tmp_path, edit)
     photo = tmp_path / "p.png"
     Image.new("RGB", (32, 32)).save(photo)
     code = main(["restore", str(photo), "-o", str(tmp_path / "out"), "--model", str(engine)])
