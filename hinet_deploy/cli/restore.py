@@ -86,7 +86,7 @@ def add_restore(sub):
 
 def _restore_plan(args):
     """The plan, checked whole before anything is made: a usage error creates nothing."""
-    from hinet_deploy.restore.plan import output_is_file, plan_jobs
+    from hinet_deploy.restore.plan import plan_jobs
     from hinet_deploy.restore.uri import is_uri
 
     uris = any(is_uri(text) for text in [*args.inputs, args.output])
@@ -95,9 +95,8 @@ def _restore_plan(args):
                                "the Ray workers: add --ray")
     plan = plan_jobs(args.inputs, args.output)
     if not is_uri(args.output):
-        into_file = output_is_file(args.inputs, args.output)
-        folder = Path(args.output).parent if into_file else Path(args.output)
-        return plan, (folder, "the folder of -o" if into_file else "-o")
+        folder = Path(args.output).parent if plan.into_file else Path(args.output)
+        return plan, (folder, "the folder of -o" if plan.into_file else "-o")
     return plan, None
 
 

@@ -44,6 +44,7 @@ class Plan:
     jobs: list[Job] = field(default_factory=list)
     failed: list[tuple[Path | str, str]] = field(default_factory=list)  # known bad before any work
     ignored: list[Path | str] = field(default_factory=list)  # files in folders: neither kind
+    into_file: bool = False  # the output names the one file to write, not a folder
 
 
 class _LocalTree:
@@ -137,6 +138,7 @@ def plan_jobs(inputs, output) -> Plan:
     if inputs and tree.entry(inputs[0]) is not None and output_is_file(inputs, output):
         plan.jobs.append(Job(tree.source(inputs[0]), output if uris else Path(output),
                              kind_of(inputs[0])))
+        plan.into_file = True
         _check(plan)
         return plan
     for given in inputs:
