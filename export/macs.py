@@ -66,30 +66,46 @@ def count_params(model: onnx.ModelProto) -> int:
     return total
 
 
-def count_macs(model: onnx.ModelProto, height: int, width: int) -> MacCount:
-    """Counts at batch 1 and the given input size (a copy of the graph is fixed to that size)."""
+def _sized_convs(model: onnx.ModelProto, height: int, width: int):
+    """(node, input shape, output shape, weight shape) of every Conv/ConvTranspose at batch 1 and
+    the given input size (a copy of the graph is fixed to that size)."""
     model_copy = onnx.ModelProto()
     model_copy.CopyFrom(model)
     _fix_input_shape(model_copy, height, width)
     shapes = _shapes(model_copy)
     weights = {init.name: tuple(init.dims) for init in model.graph.initializer}
-    conv = deconv = deconv_paper = bias_ops = 0
     for node in model.graph.node:
         if node.op_type not in ("Conv", "ConvTranspose"):
             continue
         if node.output[0] not in shapes or node.input[1] not in weights:
             raise HinetDeployError(f"cannot size {node.op_type} {node.name!r} at {height}x{width}: "
                                    f"its output shape or weights are not static")
-        out = shapes[node.output[0]]
-        w = weights[node.input[1]]
-        kernel = int(np.prod(w[2:]))
-        out_elems = int(np.prod(out))
-        if node.op_type == "Conv":  # weight (C_out, C_in/g, k, k)
-            conv += out_elems * w[1] * kernel
-        else:  # weight (C_in, C_out/g, k, k)
-            in_elems = int(np.prod(shapes[node.input[0]]))
-            deconv += in_elems * w[1] * kernel
-            deconv_paper += out_elems * w[0] * kernel
+        yield node, shapes.get(node.input[0]), shapes[node.output[0]], weights[node.input[1]]
+
+
+def _exact_macs(op_type: str, in_shape, out_shape, weight) -> int:
+    kernel = int(np.prod(weight[2:]))
+    if op_type == "Conv":  # weight (C_out, C_in/g, k, k)
+        return int(np.prod(out_shape)) * weight[1] * kernel
+    return int(np.prod(in_shape)) * weight[1] * kernel  # ConvTranspose: weight (C_in, C_out/g, k, k)
+
+
+def node_macs(model: onnx.ModelProto, height: int, width: int) -> dict[str, int]:
+    """Exact multiply-accumulates of each Conv/ConvTranspose node, by node name."""
+    return {node.name: _exact_macs(node.op_type, i, o, w)
+            for node, i, o, w in _sized_convs(model, height, width)}
+
+
+def count_macs(model: onnx.ModelProto, height: int, width: int) -> MacCount:
+    """Counts at batch 1 and the given input size."""
+    conv = deconv = deconv_paper = bias_ops = 0
+    for node, in_shape, out_shape, weight in _sized_convs(model, height, width):
+        out_elems = int(np.prod(out_shape))
+        if node.op_type == "Conv":
+            conv += _exact_macs(node.op_type, in_shape, out_shape, weight)
+        else:
+            deconv += _exact_macs(node.op_type, in_shape, out_shape, weight)
+            deconv_paper += out_elems * weight[0] * int(np.prod(weight[2:]))
         if len(node.input) > 2 and node.input[2]:
             bias_ops += out_elems
     return MacCount(height, width, count_params(model), conv + deconv, conv + deconv_paper + bias_ops,

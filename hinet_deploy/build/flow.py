@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from hinet_deploy.export.checkpoint import load_checkpoint
-from hinet_deploy.calib.data import DEFAULT_COUNT, DEFAULT_CROP, DEFAULT_CROP_MODE
 from hinet_deploy.common.files import DEFAULT_OUTPUT_DIR, file_sha256
 from hinet_deploy.common.progress import say
 from hinet_deploy.common.limits import HINET_SIZE_MULTIPLE
@@ -19,24 +19,13 @@ from hinet_deploy.engines.plugin.support import plugin_host, register_plugin
 from hinet_deploy.engines.sidecar import EngineSidecar
 from hinet_deploy.export.metadata import read_graph_metadata
 from hinet_deploy.export.onnx_export import export_onnx
-from hinet_deploy.export.precision import DEFAULT_CALIBRATION, DEFAULT_FLOAT_LAYERS, to_fp16, to_int8
+from hinet_deploy.export.precision import DEFAULT_FLOAT_LAYERS, to_fp16, to_int8
+from hinet_deploy.build.calibration import (CalibOptions, calibration_cache,
+                                           calibration_reader)
 from hinet_deploy.common.errors import HinetDeployError
 
 PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_ENGINE_DIR = DEFAULT_OUTPUT_DIR / "engines"
-DEFAULT_CALIB_CACHE_DIR = DEFAULT_OUTPUT_DIR / "calib-cache"
-
-
-@dataclass
-class CalibOptions:
-    folder: Path | None = None  # None: the shipped photographs with the demo model's noise
-    count: int = DEFAULT_COUNT
-    crop: int = DEFAULT_CROP
-    mode: str = DEFAULT_CROP_MODE
-    method: str = DEFAULT_CALIBRATION
-    float_layers: tuple[str, ...] = DEFAULT_FLOAT_LAYERS
-    cache_dir: Path = DEFAULT_CALIB_CACHE_DIR
-    seed: int = 0
 
 
 @dataclass
@@ -82,14 +71,6 @@ def fp32_graph(req: GraphRequest) -> Path:
     return path
 
 
-def _calibration_reader(calib: CalibOptions):
-    from hinet_deploy.calib.data import CalibrationReader, default_images, folder_images, make_crops
-
-    images = folder_images(calib.folder) if calib.folder else default_images(seed=calib.seed)
-    crops = make_crops(images, calib.crop, calib.count, calib.mode, calib.seed)
-    return CalibrationReader(crops), crops.fingerprint()
-
-
 def precision_graph(req: GraphRequest) -> tuple[Path, dict]:
     """The ONNX graph for the requested precision, and what was done to make it."""
     if req.precision not in PRECISIONS:
@@ -103,17 +84,36 @@ def precision_graph(req: GraphRequest) -> tuple[Path, dict]:
         _log(f"writing FP16 graph {dst} (instance norm kept in FP32)")
         return to_fp16(src, dst, req.io_fp16), {"io_fp16": req.io_fp16}
     calib = req.calib
-    reader, fingerprint = _calibration_reader(calib)
-    key = f"{file_sha256(src)[:16]}-{calib.method}-{fingerprint}"
-    dst = req.out_dir / f"{stem}.int8-{calib.method}.onnx"
+    reader, fingerprint = calibration_reader(calib)
+    cache = calibration_cache(calib, file_sha256(src), fingerprint)
+    chosen = {}
+    if calib.auto is not None:
+        from hinet_deploy.build.sensitivity import Sensitivity
+
+        choice = Sensitivity(src, calib, log=_log).choose(calib.auto)
+        _log(choice.summary())
+        calib = dataclasses.replace(calib, float_layers=choice.layers)
+        chosen = {"float_choice": choice.facts()}
+    dst = req.out_dir / f"{stem}.int8-{calib.method}{_float_tag(calib.float_layers)}.onnx"
     _log(f"writing Q/DQ graph {dst} ({calib.method} calibration on {len(reader)} crops of "
          f"{calib.crop}; float layers: {', '.join(calib.float_layers) or 'none'})")
     facts = to_int8(src, dst, reader, method=calib.method, float_layers=calib.float_layers,
-                    cache_path=calib.cache_dir / f"{key}.json")
+                    cache_path=cache)
     if facts["calibration_cache_hit"]:
         _log(f"calibration ranges reused from {facts['calibration_cache']}")
     facts["calibration_images"] = str(calib.folder or "shipped photographs + sigma 25 noise")
-    return dst, facts
+    facts["float_layers"] = list(calib.float_layers)
+    return dst, {**facts, **chosen}
+
+
+def _float_tag(layers) -> str:
+    """The part of an INT8 graph's name that tells its float layers apart (none for the default
+    list), so graphs and engines of different choices never overwrite each other."""
+    if tuple(layers) == DEFAULT_FLOAT_LAYERS:
+        return ""
+    if not layers:
+        return "-allint8"
+    return "-float" + hashlib.sha256(" ".join(sorted(layers)).encode()).hexdigest()[:6]
 
 
 def precision_graphs(req: GraphRequest, precisions=PRECISIONS):

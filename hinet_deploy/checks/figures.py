@@ -69,3 +69,33 @@ def crop_grid(sample, path: Path) -> None:
     fig.suptitle(f"{name}: centre {CROP}x{CROP} crop", fontsize=9)
     _save(fig, path)
     plt.close(fig)
+
+
+LABELLED_LAYERS = 8  # the layers that recover most are named on the sensitivity chart
+
+
+def sensitivity_chart(report, path: Path, choice=None) -> None:
+    """dB recovered against float GMACs, one point a layer (build.sensitivity.Report); the chosen
+    layers, when given, drawn apart."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    chosen = set(choice.layers) if choice is not None else set()
+    for group, colour, label in ((False, "tab:blue", "layer"), (True, "tab:red", "chosen")):
+        points = [c for c in report.layers if (c.layer in chosen) == group and not c.screened_out]
+        if points:
+            ax.scatter([c.macs / 1e9 for c in points], [c.gain for c in points], s=18,
+                       color=colour, label=label if chosen else None)
+    for c in report.layers[:LABELLED_LAYERS]:
+        ax.annotate(c.layer, (c.macs / 1e9, c.gain), fontsize=6, xytext=(3, 2),
+                    textcoords="offset points")
+    ax.axhline(0, color="grey", lw=0.6)
+    mea = report.measurement
+    ax.set_xlabel(f"float GMACs of the layer at {mea['crop']}x{mea['crop']}")
+    ax.set_ylabel("dB recovered against all-INT8 (PSNR vs FP32)")
+    ax.set_title(f"INT8 sensitivity, one layer in float at a time; all-INT8 "
+                 f"{report.int8_psnr:.2f} dB vs FP32", fontsize=9)
+    ax.grid(alpha=0.3)
+    if chosen:
+        ax.legend(fontsize=8)
+    _save(fig, path)
+    plt.close(fig)

@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (restore.add_restore, build.add_export, build.add_stand_in, checks.add_macs,
                 checks.add_claims, demo.add_demo, build.add_build, checks.add_fidelity,
-                checks.add_validate, checks.add_bench):
+                checks.add_sensitivity,                 checks.add_validate, checks.add_bench):
         add(sub)
     return parser
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from hinet_deploy.build.calibration import DEFAULT_TARGET_DB
+from hinet_deploy.common.errors import HinetDeployError
 from hinet_deploy.common.files import input_file
 from hinet_deploy.export.precision import (CALIBRATION_METHODS, DEFAULT_CALIBRATION,
                                            DEFAULT_FLOAT_LAYERS)
@@ -75,19 +77,52 @@ def checkpoint_or_demo(arg: Path | None) -> Path:
     return input_file(named_checkpoint(arg, DEMO_CHECKPOINT) or DEMO_CHECKPOINT, "checkpoint")
 
 
+def share(text: str) -> float:
+    """An argparse type: a share of a whole, `0.05` or `5%`, above 0 and at most 1."""
+    value = _number(text[:-1]) / 100 if text.endswith("%") else _number(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a share above 0 and at most 1 (or 100%)")
+    return value
+
+
 def add_int8_options(p):
     p.add_argument("--calib-method", choices=CALIBRATION_METHODS, default=DEFAULT_CALIBRATION,
                    help=f"INT8 calibration (default {DEFAULT_CALIBRATION}: best on the demo model)")
     p.add_argument("--float-layers", nargs="*", default=None,
-                   help=f"INT8: module prefixes kept in float (default: "
-                        f"{' '.join(DEFAULT_FLOAT_LAYERS)}; give none for all-INT8)")
+                   help=f"INT8: modules kept in float (default: {' '.join(DEFAULT_FLOAT_LAYERS)}; "
+                        f"none for all-INT8; `auto` chooses them by measurement, see "
+                        f"`hinet-deploy sensitivity`)")
+    add_choice_options(p, "with --float-layers auto: ")
+    p.add_argument("--measure-images", type=Path, default=None,
+                   help="with --float-layers auto: images the choice is measured on, never the "
+                        "calibration images (default: the shipped held-out photographs)")
+
+
+def add_choice_options(p, prefix: str = ""):
+    p.add_argument("--target-db", type=positive_float, default=None,
+                   help=f"{prefix}add float layers until INT8 is this close to FP32 (PSNR; default "
+                        f"{DEFAULT_TARGET_DB:g} unless a budget is given)")
+    p.add_argument("--float-macs-budget", type=share, default=None,
+                   help=f"{prefix}share of the network's MACs allowed in float (0.05 or 5%%)")
 
 
 def calib_options(args, **extra):
-    from hinet_deploy.build.flow import CalibOptions
+    from hinet_deploy.build.calibration import AutoFloat, CalibOptions, MeasureOptions
 
     calib = CalibOptions(method=args.calib_method, **extra)
-    if args.float_layers is not None:
+    auto = args.float_layers is not None and "auto" in args.float_layers
+    if auto and len(args.float_layers) > 1:
+        raise HinetDeployError("--float-layers auto chooses every float layer; name none beside it")
+    if not auto and (args.target_db is not None or args.float_macs_budget is not None
+                     or args.measure_images is not None):
+        raise HinetDeployError("--target-db, --float-macs-budget and --measure-images are for "
+                               "--float-layers auto")
+    if args.measure_images is not None and not args.measure_images.is_dir():
+        raise HinetDeployError(f"--measure-images {args.measure_images} is not a folder")
+    if auto:
+        calib.auto = AutoFloat(args.target_db, args.float_macs_budget,
+                               MeasureOptions(folder=args.measure_images))
+    elif args.float_layers is not None:
         calib.float_layers = tuple(args.float_layers)
     return calib
 

@@ -108,10 +108,12 @@ def add_build(sub):
                  "--fp16                      (the graph `export` wrote last here)",
                  "--fp16 --ckpt HINet-GoPro.pth --max 1 1088 1920",
                  "--int8 --onnx hinet-out/gopro.onnx --calib-dir my_frames/",
+                 "--int8 --ckpt demo --float-layers auto --target-db 45",
                  "--fp16 --ckpt demo --compute-capability SM86 SM89 SM120")
     prec = p.add_mutually_exclusive_group()
     for name, what in (("fp32", "FP32 throughout"), ("fp16", "FP16, instance norm kept in FP32"),
-                       ("int8", "INT8 Q/DQ from calibration, first/last layers in float")):
+                       ("int8", "INT8 Q/DQ from calibration, image-facing layers in float "
+                                "(or measured ones: --float-layers auto)")):
         prec.add_argument(f"--{name}", dest="precision", action="store_const", const=name,
                           help=what)
     src = p.add_mutually_exclusive_group()
@@ -190,6 +192,13 @@ def cmd_build(args) -> int:
           f"{sidecar.tensorrt_version}, {sidecar.precision}{plugin}, built in "
           f"{sidecar.facts['build_seconds']} s) and {engine.name}.json; it runs on "
           f"{runs_on(sidecar)}")
+    choice = sidecar.facts.get("float_choice")
+    if choice:
+        print(f"float layers chosen by measurement: {', '.join(choice['layers']) or 'none'} "
+              f"({choice['psnr_vs_fp32']:.2f} dB against FP32 on the measurement crops, "
+              f"{100 * choice['float_macs_share']:.1f} % of MACs in float"
+              + ("" if choice["reached"] else f"; target {choice['target_db']:g} dB NOT reached")
+              + ")")
     return 0
 
 
@@ -200,6 +209,9 @@ def _check_build_inputs(args) -> None:
     if args.precision != "int8" and args.calib_dir is not None:
         raise HinetDeployError(f"--calib-dir is for --int8 (calibration); an --{args.precision} "
                                f"build uses no calibration images")
+    if args.precision != "int8" and args.float_layers is not None:
+        raise HinetDeployError(f"--float-layers is for --int8; an --{args.precision} build has "
+                               f"no INT8 layers")
     if args.calib_dir is not None and not args.calib_dir.is_dir():
         raise HinetDeployError(f"calibration folder {args.calib_dir} "
                                + ("is not a folder" if args.calib_dir.exists() else "does not exist"))

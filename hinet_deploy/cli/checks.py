@@ -6,9 +6,13 @@ import tempfile
 from pathlib import Path
 
 from hinet_deploy.calib.photos import DEMO_NOISE_SIGMA
-from hinet_deploy.cli.args import (add_int8_options, calib_options, checkpoint_or_demo, command,
+from hinet_deploy.cli.args import (add_choice_options, add_int8_options, calib_options,
+                                   checkpoint_or_demo, command,
                                    noise_level, positive_int, size_type)
+from hinet_deploy.common.errors import HinetDeployError
 from hinet_deploy.common.files import DEFAULT_OUTPUT_DIR, atomic_path, output_file, writable_dir
+from hinet_deploy.export.precision import (CALIBRATION_METHODS, DEFAULT_CALIBRATION,
+                                           DEFAULT_FLOAT_LAYERS)
 from hinet_deploy.runtime.tiling import DEFAULT_MODE, MODES
 
 
@@ -115,8 +119,88 @@ def cmd_fidelity(args) -> int:
         output_file(args.json, "--json")
     rows = fidelity(GraphRequest(ckpt=ckpt, out_dir=args.out_dir, calib=calib))
     print(format_rows(rows))
+    if calib.auto is not None and calib.auto.measure.folder is None:
+        print("note: --float-layers auto chose the INT8 float layers on these same held-out "
+              "photographs; --measure-images with other images makes the INT8 row independent")
     if args.json:
         write_json(rows, args.json)
+    return 0
+
+
+def add_sensitivity(sub):
+    from hinet_deploy.build.calibration import (DEFAULT_MEASURE_COUNT, DEFAULT_MEASURE_CROP,
+                                                DEFAULT_SCREEN_CROP)
+
+    p = command(sub, "sensitivity", "what INT8 costs each layer: PSNR against FP32 with one layer "
+                "at a time kept in float, ranked, with MACs; and the float layers to choose",
+                "", "--ckpt my_denoiser.pth --images held_out_frames/ --calib-dir my_frames/",
+                "--ckpt gopro.pth --crop 128 --count 2 --candidates 12",
+                "--ckpt demo --target-db 46")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--ckpt", type=Path, help="checkpoint (default: the demo model)")
+    src.add_argument("--onnx", type=Path, help="an FP32 graph from hinet-deploy export")
+    p.add_argument("--images", type=Path, help="images to measure on, none of them a calibration "
+                   "image (default: the shipped held-out photographs with the demo noise)")
+    p.add_argument("--count", type=positive_int, default=DEFAULT_MEASURE_COUNT,
+                   help=f"measurement crops (default {DEFAULT_MEASURE_COUNT})")
+    p.add_argument("--crop", type=positive_int, default=DEFAULT_MEASURE_CROP,
+                   help=f"measurement crop size (default {DEFAULT_MEASURE_CROP})")
+    p.add_argument("--candidates", type=positive_int, default=None,
+                   help=f"a first pass on one {DEFAULT_SCREEN_CROP}x{DEFAULT_SCREEN_CROP} crop "
+                        f"ranks every layer; only the N most sensitive are measured in full "
+                        f"(bounds the cost for the big variants)")
+    p.add_argument("--screen-crop", type=positive_int, default=DEFAULT_SCREEN_CROP,
+                   help=f"the first pass's crop size (default {DEFAULT_SCREEN_CROP})")
+    p.add_argument("--calib-dir", type=Path, help="folder of calibration images (default: the "
+                   "shipped training photographs with the demo noise)")
+    p.add_argument("--calib-method", choices=CALIBRATION_METHODS, default=DEFAULT_CALIBRATION,
+                   help=f"INT8 calibration (default {DEFAULT_CALIBRATION})")
+    add_choice_options(p, "the choice shown: ")
+    p.add_argument("--top", type=positive_int, default=20,
+                   help="rows of the ranked table printed (default 20; all in the files)")
+    p.add_argument("--out-dir", type=Path, default=DEFAULT_OUTPUT_DIR / "sensitivity",
+                   help=f"folder for the table (.md), JSON and chart (.png) (default "
+                        f"{DEFAULT_OUTPUT_DIR}/sensitivity)")
+    p.add_argument("--json", type=Path, help="JSON to write (default OUT_DIR/<graph>.json)")
+    p.set_defaults(func=cmd_sensitivity)
+
+
+def cmd_sensitivity(args) -> int:
+    from hinet_deploy.build.calibration import AutoFloat, CalibOptions, MeasureOptions
+    from hinet_deploy.build.flow import GraphRequest, fp32_graph
+    from hinet_deploy.build.sensitivity import Sensitivity, format_report, write_json
+    from hinet_deploy.checks.figures import sensitivity_chart
+
+    for folder, flag in ((args.images, "--images"), (args.calib_dir, "--calib-dir")):
+        if folder is not None and not folder.is_dir():
+            raise HinetDeployError(f"{flag} {folder} is not a folder")
+    writable_dir(args.out_dir, "--out-dir")
+    ckpt = None if args.onnx else checkpoint_or_demo(args.ckpt)
+    graph = fp32_graph(GraphRequest(ckpt=ckpt, onnx=args.onnx))  # the one build reuses
+    stem = graph.name.removesuffix(".onnx").removesuffix(".fp32")
+    json_path = args.json or args.out_dir / f"{stem}.json"
+    output_file(json_path, "--json")
+    calib = CalibOptions(folder=args.calib_dir, method=args.calib_method)
+    measure = MeasureOptions(args.images, args.count, args.crop, candidates=args.candidates,
+                             screen_crop=args.screen_crop)
+    sensitivity = Sensitivity(graph, calib, measure)
+    report = sensitivity.report()
+    choice = sensitivity.choose(AutoFloat(args.target_db, args.float_macs_budget, measure))
+    default = sensitivity.listed(DEFAULT_FLOAT_LAYERS)
+    compared = (f"the default float layers ({' '.join(DEFAULT_FLOAT_LAYERS)}): "
+                f"{default.psnr:.2f} dB against FP32 (worst crop {default.worst_psnr:.2f}), "
+                f"{100 * default.share:.1f} % of MACs in float")
+    table = format_report(report)
+    md, png = json_path.with_suffix(".md"), json_path.with_suffix(".png")
+    with atomic_path(md) as tmp:
+        tmp.write_text(f"{table}\n\n{choice.summary()}\n\n{compared}\n")
+    write_json(report, json_path, choice)
+    sensitivity_chart(report, png, choice)
+    print(format_report(report, args.top))
+    print()
+    print(choice.summary())
+    print(compared)
+    print(f"table: {md}, json: {json_path}, chart: {png}")
     return 0
 
 
