@@ -5,7 +5,10 @@ Each claim pairs an official HINet variant with the MPRNet configuration the pap
 neither MACs nor run time depend on the values. For every backend, all models run once to warm up,
 then take turns round after round, the first of each round rotating, so a slow phase of a noisy
 machine hits them alike; medians and their spread are reported, and the speed-up is the ratio of
-MPRNet's median to HINet's. MACs come from one counter for both (export.macs, on the ONNX graphs);
+MPRNet's median to HINet's. The timing runs with freed memory kept in the process
+(checks.timing.freed_memory_kept): in glibc's default regime a wide network's CPU time depends on
+whether its tensors happen to reuse pages, which moved MPRNet's deblurring time by a fifth from one
+process to the next. MACs come from one counter for both (export.macs, on the ONNX graphs);
 parameters from the PyTorch modules (MPRNet reuses its stage-1 and stage-2 weights on every patch,
 which a per-node count of the graph would count again).
 """
@@ -23,7 +26,8 @@ from hinet_deploy.common.files import atomic_path
 from hinet_deploy.common.limits import HINET_SIZE_MULTIPLE
 from hinet_deploy.common.progress import say
 from hinet_deploy.runtime.backends import OnnxRuntimeBackend, OpenVinoBackend, TorchBackend
-from hinet_deploy.checks.timing import alternated_rounds, device_name, spread_ms
+from hinet_deploy.checks.timing import (alternated_rounds, device_name, freed_memory_kept,
+                                        spread_ms)
 
 
 @dataclass(frozen=True)
@@ -157,7 +161,7 @@ def measure_claims(claims=tuple(CLAIMS), backends=("pytorch", "onnxruntime"), si
                                f"{HINET_SIZE_MULTIPLE} (HINet needs {HINET_SIZE_MULTIPLE}, MPRNet 8)")
     if threads:
         torch.set_num_threads(threads)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, freed_memory_kept() as allocator:
         models = _models(list(claims), Path(tmp), height, width, log)
         latencies = {}
         for backend in backends:
@@ -167,7 +171,7 @@ def measure_claims(claims=tuple(CLAIMS), backends=("pytorch", "onnxruntime"), si
     tasks = [_task(name, CLAIMS[name], models, latencies) for name in claims]
     return {"device": device_name(), "size": [height, width], "batch": 1,
             "repeats": repeats, "threads": threads, "backends": list(backends),
-            "order": "alternating rounds after one warm-up each",
+            "order": "alternating rounds after one warm-up each", "allocator": allocator,
             "macs": "exact: conv multiply-accumulates; paper: the thop convention (transposed convs "
                     "over their output, bias ops); one counter for both networks",
             "models": {n: {"params": m.params, "macs": m.macs, "macs_paper": m.macs_paper}
@@ -200,7 +204,8 @@ def markdown(report: dict) -> str:
     h, w = report["size"]
     backends = report["backends"]
     lines = [f"device: {report['device']}; input 1x3x{h}x{w}; {report['threads'] or 'default'} "
-             f"threads; median of {report['repeats']} alternated rounds (min-max)", "",
+             f"threads; median of {report['repeats']} alternated rounds (min-max); allocator: "
+             f"{report.get('allocator', 'not recorded')}", "",
              "| claim | G MACs HINet / MPRNet (paper conv.) | MACs share (paper) | "
              + " | ".join(f"{b}: HINet / MPRNet ms, speed-up" for b in backends)
              + " | paper speed-up |",
