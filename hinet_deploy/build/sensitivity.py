@@ -89,7 +89,8 @@ class Report:
     int8_psnr: float
     int8_worst_psnr: float
     layers: list[LayerCost]  # ranked: most dB recovered first
-    seconds: float
+    seconds: float  # what the measurement took when it ran (calibration included)
+    cached: bool  # everything came from the cache this time
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -192,11 +193,13 @@ class Sensitivity:
                 costs.append(LayerCost(layer, macs[layer][0], macs[layer][1], mean, worst,
                                        mean - self._cache["screen"][""][0], screened_out=True))
         bar.close()
+        cached = self._runner is None
+        self._cache["seconds"] = self._cache.get("seconds", 0.0) + time.monotonic() - start
         self._write_cache()
         costs.sort(key=lambda c: (c.screened_out, -c.gain))
         return Report(str(self.fp32), self.graph_sha256, self._calibration_facts(),
                       self._measurement_facts(), total, base[0], base[1], costs,
-                      time.monotonic() - start)
+                      self._cache["seconds"], cached)
 
     def _screen(self, layers: list[str]) -> set[str]:
         """The `candidates` layers that recover most on one small crop (a cheap first pass)."""
@@ -351,7 +354,8 @@ def format_report(report: Report, top: int | None = None) -> str:
              f"(none of them a calibration image)",
              f"all-INT8 against FP32: {report.int8_psnr:.2f} dB (worst crop "
              f"{report.int8_worst_psnr:.2f}); network {report.total_macs / 1e9:.2f} GMACs at "
-             f"{mea['crop']}x{mea['crop']}; measured in {report.seconds:.0f} s", "",
+             f"{mea['crop']}x{mea['crop']}; measured in {report.seconds:.0f} s"
+             + (" (reused from the cache)" if report.cached else ""), "",
              "| rank | layer | op | GMACs (share) | PSNR vs FP32, layer in float | dB recovered "
              "| dB per float GMAC |", "|---|---|---|---|---|---|---|"]
     shown = report.layers[:top] if top else report.layers
