@@ -28,7 +28,8 @@ from hinet_deploy.common.lazy import require
 from hinet_deploy.common.progress import say
 from hinet_deploy.restore.files import restore_file
 from hinet_deploy.restore.plan import Job, Plan
-from hinet_deploy.restore.report import Report, RestoreOptions, failure_text, prepare
+from hinet_deploy.restore.report import (Report, RestoreOptions, failure_text, prepare,
+                                         sweep_partials)
 from hinet_deploy.restore.uri import download, is_uri, upload
 
 
@@ -360,6 +361,7 @@ def run_restore_ray(plan: Plan, model: Path, restorer_options: dict, options: Re
                              gpus_per_worker=ray_options.gpus_per_worker,
                              threads_per_worker=ray_options.threads_per_worker,
                              quiet=options.quiet)
+    sweep_partials(todo)  # a worker killed mid-file leaves its partial; Ray redid the file
     by_source = {row["source"]: row for row in rows}
     for job in todo:
         error = by_source[str(job.source)]["error"]

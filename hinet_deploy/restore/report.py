@@ -49,15 +49,21 @@ def failure_text(exc: Exception) -> str:
     return f"{type(exc).__name__}: {first_line(exc)}"
 
 
+def sweep_partials(jobs) -> None:
+    """Removes the temporary files that processes now gone left beside the jobs' outputs: before a
+    run (an earlier run killed), and after one whose workers were killed and replaced."""
+    for job in jobs:
+        if not is_uri(job.output) and Path(job.output).parent.is_dir():
+            remove_stale_partials(job.output)
+
+
 def prepare(plan: Plan, options: RestoreOptions, log) -> tuple[Report, list[Job]]:
     """The report so far (inputs known bad, named) and the jobs to run (outputs that exist are
     skipped unless options.overwrite)."""
     report = Report()
     for path, error in plan.failed:
         report.fail(path, error, log)
-    for job in plan.jobs:  # what killed runs left half-written beside the outputs
-        if not is_uri(job.output) and Path(job.output).parent.is_dir():
-            remove_stale_partials(job.output)
+    sweep_partials(plan.jobs)  # what killed runs left half-written beside the outputs
     todo = [j for j in plan.jobs if options.overwrite or not exists(j.output)]
     report.skipped = len(plan.jobs) - len(todo)
     return report, todo
