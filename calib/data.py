@@ -2,9 +2,9 @@
 
 A `CalibrationSet` is a list of (3, H, W) float32 crops in [0, 1]; `CalibrationReader` feeds them to
 onnxruntime's quantizer in batches (its CalibrationDataReader protocol: get_next() -> feed or None).
-Images come from a folder of the user's (any sizes and formats PIL reads) or, by default, from the
-training photographs of calib.photos with the demo model's noise, so the activations seen in
-calibration are the ones the deployed denoiser sees.
+Images come from a folder of the user's (any sizes and formats PIL reads) or, by default
+(`hinet_deploy.build.calibration`), from the training photographs of calib.photos with the demo
+model's noise, so the activations seen in calibration are the ones the deployed denoiser sees.
 """
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 
-from hinet_deploy.calib.photos import DEMO_NOISE_SIGMA, TRAIN, add_gaussian_noise, load_photo
 from hinet_deploy.common.errors import HinetDeployError
 from hinet_deploy.common.progress import progress_bar, say
 from hinet_deploy.export.metadata import INPUT_NAME
@@ -57,12 +56,6 @@ def folder_images(folder: Path, log=None) -> dict[str, np.ndarray]:
         raise HinetDeployError(f"calibration folder {folder} has no readable images ({found} entries; "
                                f"looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
     return images
-
-
-def default_images(noise_sigma: float = DEMO_NOISE_SIGMA, seed: int = 0) -> dict[str, np.ndarray]:
-    """The shipped training photographs with the demo model's Gaussian noise."""
-    return {name: add_gaussian_noise(load_photo(name), noise_sigma, seed + i)
-            for i, name in enumerate(TRAIN)}
 
 
 @dataclass

@@ -151,7 +151,8 @@ def test_fp16_int8_graphs_and_an_engine_like_hinets(tmp_path):
 
     import onnxruntime as ort
 
-    from hinet_deploy.calib.data import CalibrationReader, default_images, make_crops
+    from hinet_deploy.build.calibration import CalibOptions, calibration_images
+    from hinet_deploy.calib.data import CalibrationReader, make_crops
     from hinet_deploy.export.mprnet import FLOAT_LAYERS
     from hinet_deploy.export.precision import to_fp16, to_int8
 
@@ -159,7 +160,7 @@ def test_fp16_int8_graphs_and_an_engine_like_hinets(tmp_path):
     fp32 = tmp_path / "m.onnx"
     export_mprnet_onnx(mprnet("derain"), fp32, 32, 32)
     fp16 = to_fp16(fp32, tmp_path / "m.fp16.onnx")
-    crops = make_crops(default_images(), crop=32, count=4, log=lambda m: None)
+    crops = make_crops(calibration_images(CalibOptions()).images, crop=32, count=4, log=lambda m: None)
     facts = to_int8(fp32, tmp_path / "m.int8.onnx", CalibrationReader(crops, progress=False),
                     float_layers=FLOAT_LAYERS)
     assert len(facts["float_nodes"]) >= 6  # the image-facing convs found by name

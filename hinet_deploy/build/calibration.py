@@ -118,12 +118,13 @@ def check_apart(calibration: ImageSet, measurement: ImageSet) -> None:
                                f"Measure on other images (--images / --measure-images)")
 
 
-def calibration_reader(calib: CalibOptions):
-    """onnxruntime's data reader over the calibration crops, and the crops' fingerprint."""
+def calibration_reader(calib: CalibOptions, images: ImageSet | None = None):
+    """onnxruntime's data reader over the calibration crops, and the crops' fingerprint (`images`:
+    the calibration images where the caller has read them already)."""
     from hinet_deploy.calib.data import CalibrationReader, make_crops
 
-    crops = make_crops(calibration_images(calib).images, calib.crop, calib.count, calib.mode,
-                       calib.seed)
+    images = images or calibration_images(calib)
+    crops = make_crops(images.images, calib.crop, calib.count, calib.mode, calib.seed)
     return CalibrationReader(crops), crops.fingerprint()
 
 

@@ -149,7 +149,8 @@ class Sensitivity:
     # --- measuring -------------------------------------------------------------------------------
     def runner(self) -> "_Runner":
         if self._runner is None:
-            self._runner = _Runner(self.fp32, self.calib, self._crops, self.log)
+            self._runner = _Runner(self.fp32, self.calib, self.calib_images, self._crops,
+                                   self.log)
         return self._runner
 
     def psnr(self, layers) -> tuple[float, float]:
@@ -281,13 +282,13 @@ class Sensitivity:
 class _Runner:
     """The calibrated all-INT8 graph, its float switches and the FP32 outputs of the crops."""
 
-    def __init__(self, fp32: Path, calib: CalibOptions, crops, log):
+    def __init__(self, fp32: Path, calib: CalibOptions, images, crops, log):
         import onnx
 
         from hinet_deploy.export.precision import FloatSwitches, to_int8
 
         self.fp32_model = onnx.load(str(fp32))
-        reader, fingerprint = calibration_reader(calib)
+        reader, fingerprint = calibration_reader(calib, images)
         cache = calibration_cache(calib, file_sha256(fp32), fingerprint)
         with tempfile.TemporaryDirectory(prefix="hinet-sensitivity-") as tmp:
             qdq = Path(tmp) / "all-int8.onnx"
