@@ -118,13 +118,20 @@ def check_apart(calibration: ImageSet, measurement: ImageSet) -> None:
                                f"Measure on other images (--images / --measure-images)")
 
 
-def calibration_reader(calib: CalibOptions, images: ImageSet | None = None):
-    """onnxruntime's data reader over the calibration crops, and the crops' fingerprint (`images`:
-    the calibration images where the caller has read them already)."""
-    from hinet_deploy.calib.data import CalibrationReader, make_crops
+def calibration_crops(calib: CalibOptions, images: ImageSet | None = None):
+    """The calibration crops (`images`: the calibration images where the caller has read them
+    already); their fingerprint keys every cache made from them."""
+    from hinet_deploy.calib.data import make_crops
 
     images = images or calibration_images(calib)
-    crops = make_crops(images.images, calib.crop, calib.count, calib.mode, calib.seed)
+    return make_crops(images.images, calib.crop, calib.count, calib.mode, calib.seed)
+
+
+def calibration_reader(calib: CalibOptions, images: ImageSet | None = None):
+    """onnxruntime's data reader over the calibration crops, and the crops' fingerprint."""
+    from hinet_deploy.calib.data import CalibrationReader
+
+    crops = calibration_crops(calib, images)
     return CalibrationReader(crops), crops.fingerprint()
 
 

@@ -21,7 +21,7 @@ from hinet_deploy.export.metadata import read_graph_metadata
 from hinet_deploy.export.onnx_export import export_onnx
 from hinet_deploy.export.precision import DEFAULT_FLOAT_LAYERS, to_fp16, to_int8
 from hinet_deploy.build.calibration import (CalibOptions, calibration_cache,
-                                           calibration_reader)
+                                           calibration_images, calibration_reader)
 from hinet_deploy.common.errors import HinetDeployError
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -84,13 +84,14 @@ def precision_graph(req: GraphRequest) -> tuple[Path, dict]:
         _log(f"writing FP16 graph {dst} (instance norm kept in FP32)")
         return to_fp16(src, dst, req.io_fp16), {"io_fp16": req.io_fp16}
     calib = req.calib
-    reader, fingerprint = calibration_reader(calib)
+    images = calibration_images(calib)
+    reader, fingerprint = calibration_reader(calib, images)
     cache = calibration_cache(calib, file_sha256(src), fingerprint)
     chosen = {}
     if calib.auto is not None:
         from hinet_deploy.build.sensitivity import Sensitivity
 
-        choice = Sensitivity(src, calib, log=_log).choose(calib.auto)
+        choice = Sensitivity(src, calib, log=_log, calib_images=images).choose(calib.auto)
         _log(choice.summary())
         calib = dataclasses.replace(calib, float_layers=choice.layers)
         chosen = {"float_choice": choice.facts()}

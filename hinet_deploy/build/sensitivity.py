@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from hinet_deploy.build.calibration import (AutoFloat, CalibOptions, MeasureOptions, calibration_cache,
-                                            calibration_images, calibration_reader, check_apart,
-                                            measurement_images)
+from hinet_deploy.build.calibration import (AutoFloat, CalibOptions, ImageSet, MeasureOptions,
+                                            calibration_cache, calibration_crops,
+                                            calibration_images, check_apart, measurement_images)
 from hinet_deploy.common.files import atomic_path, file_sha256
 from hinet_deploy.common.progress import progress_bar, say
 
@@ -104,10 +104,11 @@ class Sensitivity:
     """The measurement of one FP32 graph under one calibration, on one set of measurement crops."""
 
     def __init__(self, fp32: Path, calib: CalibOptions, measure: MeasureOptions | None = None,
-                 log=say):
+                 log=say, calib_images: ImageSet | None = None):
         self.fp32, self.calib, self.log = Path(fp32), calib, log
         self.measure = measure or (calib.auto.measure if calib.auto else MeasureOptions())
-        self.calib_images = calibration_images(calib)
+        self.calib_images = calib_images or calibration_images(calib)
+        self._calib_crops = calibration_crops(calib, self.calib_images)
         self.measure_images = measurement_images(self.measure)
         check_apart(self.calib_images, self.measure_images)
         self.graph_sha256 = file_sha256(self.fp32)
@@ -125,9 +126,7 @@ class Sensitivity:
 
     def _cache_key(self) -> str:
         m = self.measure
-        text = json.dumps([self.graph_sha256, self.calib.method, self.calib.folder is None,
-                           self.calib.count, self.calib.crop, self.calib.mode, self.calib.seed,
-                           sorted(self.calib_images.source_hashes.values()),
+        text = json.dumps([self.graph_sha256, self.calib.method, self._calib_crops.fingerprint(),
                            self._crops.fingerprint(), m.candidates, m.screen_crop])
         return hashlib.sha256(text.encode()).hexdigest()[:20]
 
@@ -149,8 +148,8 @@ class Sensitivity:
     # --- measuring -------------------------------------------------------------------------------
     def runner(self) -> "_Runner":
         if self._runner is None:
-            self._runner = _Runner(self.fp32, self.calib, self.calib_images, self._crops,
-                                   self.log)
+            self._runner = _Runner(self.fp32, self.graph_sha256, self.calib, self._calib_crops,
+                                   self._crops, self.log)
         return self._runner
 
     def psnr(self, layers) -> tuple[float, float]:
@@ -282,14 +281,15 @@ class Sensitivity:
 class _Runner:
     """The calibrated all-INT8 graph, its float switches and the FP32 outputs of the crops."""
 
-    def __init__(self, fp32: Path, calib: CalibOptions, images, crops, log):
+    def __init__(self, fp32: Path, graph_sha256: str, calib: CalibOptions, calib_crops, crops, log):
         import onnx
 
+        from hinet_deploy.calib.data import CalibrationReader
         from hinet_deploy.export.precision import FloatSwitches, to_int8
 
         self.fp32_model = onnx.load(str(fp32))
-        reader, fingerprint = calibration_reader(calib, images)
-        cache = calibration_cache(calib, file_sha256(fp32), fingerprint)
+        reader = CalibrationReader(calib_crops)
+        cache = calibration_cache(calib, graph_sha256, calib_crops.fingerprint())
         with tempfile.TemporaryDirectory(prefix="hinet-sensitivity-") as tmp:
             qdq = Path(tmp) / "all-int8.onnx"
             facts = to_int8(fp32, qdq, reader, method=calib.method, float_layers=(),
