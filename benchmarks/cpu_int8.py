@@ -47,7 +47,7 @@ def cpu_qdq_graph(src: Path, dst: Path) -> None:
 def graphs(folder: Path) -> dict[str, Path]:
     from hinet_deploy.export.checkpoint import load_checkpoint
     from hinet_deploy.export.onnx_export import export_onnx
-    from hinet_deploy.export.variants import DEMO_CHECKPOINT
+    from hinet_deploy.export.shipped import DEMO_CHECKPOINT
 
     fp32 = folder / "demo.onnx"
     export_onnx(load_checkpoint(DEMO_CHECKPOINT), fp32, log=lambda m: None)

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from hinet_deploy.calib.photos import DEMO_NOISE_SIGMA, HELD_OUT, add_gaussian_noise, load_photo
-from hinet_deploy.export.variants import DEMO_CHECKPOINT
+from hinet_deploy.export.shipped import DEMO_CHECKPOINT
 from hinet_deploy.runtime import Restorer
 from hinet_deploy.runtime.metrics import psnr
 

@@ -30,7 +30,7 @@ from hinet_deploy.checks.timing import alternated_rounds, device_name
 from hinet_deploy.engines.build import BuildOptions, Profile
 from hinet_deploy.engines.targets import engines_unavailable
 from hinet_deploy.export.checkpoint import random_model, save_basicsr
-from hinet_deploy.export.variants import DEMO_CHECKPOINT
+from hinet_deploy.export.shipped import DEMO_CHECKPOINT
 from hinet_deploy.runtime.backends import TensorRtBackend, TorchBackend
 from hinet_deploy.runtime.metrics import psnr
 

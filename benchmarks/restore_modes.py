@@ -65,7 +65,7 @@ def main() -> None:
         return
     from hinet_deploy.export.checkpoint import load_checkpoint
     from hinet_deploy.export.onnx_export import export_onnx
-    from hinet_deploy.export.variants import DEMO_CHECKPOINT
+    from hinet_deploy.export.shipped import DEMO_CHECKPOINT
 
     with tempfile.TemporaryDirectory() as tmp:
         graph = Path(tmp) / "demo.onnx"

@@ -26,7 +26,7 @@ def demo_graph(folder: Path) -> Path:
     """The demo denoiser exported (and verified) into `folder`."""
     from hinet_deploy.export.checkpoint import load_checkpoint
     from hinet_deploy.export.onnx_export import export_onnx
-    from hinet_deploy.export.variants import DEMO_CHECKPOINT
+    from hinet_deploy.export.shipped import DEMO_CHECKPOINT
 
     graph = folder / "demo.onnx"
     export_onnx(load_checkpoint(DEMO_CHECKPOINT), graph, log=lambda m: None)

@@ -3,9 +3,8 @@ TensorRT builds, read by the build flow, the checks and the runtime alike."""
 from __future__ import annotations
 
 from hinet_deploy.common.errors import HinetDeployError
+from hinet_deploy.common.lazy import install_hint
 from hinet_deploy.engines.tensorrt_module import import_tensorrt
-
-INSTALL_CUDA = "pip install 'hinet-deploy[trt]' (cuda-bindings)"
 
 # TensorRT-RTX 1.7.1 runs engines only on these GPUs, as its runtime says when refusing an H100
 # ("Supported compute capabilities: 8.0 8.6 8.9 12.0 12.1 >12.0"; measured, README). Its build-time
@@ -54,7 +53,7 @@ def engines_unavailable(tensorrt: str | None = None) -> str | None:
     try:
         from cuda.bindings import runtime as rt
     except ImportError:
-        return f"cuda-bindings is not installed: {INSTALL_CUDA}"
+        return f"cuda-bindings is not installed: {install_hint('trt')}"
     err, count = rt.cudaGetDeviceCount()
     if err != rt.cudaError_t.cudaSuccess or count == 0:
         return "engines need an NVIDIA GPU and driver; none is usable here"

@@ -10,10 +10,11 @@ import sys
 from dataclasses import dataclass
 
 from hinet_deploy.common.errors import HinetDeployError
+from hinet_deploy.common.lazy import install_hint
 
 MODULES = ("tensorrt", "tensorrt_rtx")
-INSTALL = {"tensorrt": "pip install tensorrt (NVIDIA's index) or JetPack's python3-libnvinfer",
-           "tensorrt_rtx": "pip install tensorrt-rtx"}
+# Full TensorRT comes from NVIDIA's index or JetPack, never from an extra of ours.
+INSTALL_TENSORRT = "pip install tensorrt (NVIDIA's index) or JetPack's python3-libnvinfer"
 
 
 @dataclass
@@ -55,7 +56,8 @@ def import_tensorrt(name: str | None = None, purpose: str = "building engines") 
             continue
         return TensorRtModule(candidate, module, module.__version__)
     wanted = name or "tensorrt or tensorrt_rtx"
-    how = INSTALL[name] if name else f"{INSTALL['tensorrt_rtx']} (or {INSTALL['tensorrt']})"
+    how = {"tensorrt": INSTALL_TENSORRT, "tensorrt_rtx": install_hint("trt")}.get(
+        name, f"{install_hint('trt')} (or {INSTALL_TENSORRT})")
     raise HinetDeployError(f"{purpose} needs {wanted}, which cannot be imported here "
                            f"({'; '.join(errors)}); install it with: {how}")
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 from hinet_deploy.export.model import HINetConfig
 
@@ -31,15 +30,8 @@ OFFICIAL_VARIANTS = {
     ]
 }
 
-# The demo denoiser shipped with the package: small width, HIN at every encoder level (11 MB, FP16
-# weights in the official BasicSR format; trained by `python -m hinet_deploy.demo.train`).
+# The demo denoiser shipped with the package (its file and limits: export.shipped).
 DEMO_VARIANT = Variant("demo", HINetConfig(wf=16), "denoise (Gaussian, sigma 25)", "whole")
-DEMO_CHECKPOINT = Path(__file__).resolve().parent / "weights" / "hinet-demo-denoise.pth"
-# Said wherever the demo model restores someone's own footage (README: "The demo model").
-DEMO_LIMITS = ("the demo model is a small denoiser for Gaussian noise of sigma 25 (of 255), trained "
-               "on a few photographs: it smooths clean footage, gains much less on JPEG or camera "
-               "noise, and does worse on grayscale; for your footage use a checkpoint trained for "
-               "it (README: Your checkpoint)")
 
 _NORM_KEY = re.compile(r"^down_path_1\.(\d+)\.norm\.weight$")
 _DOWN_KEY = re.compile(r"^down_path_1\.(\d+)\.conv_1\.weight$")

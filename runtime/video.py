@@ -94,7 +94,7 @@ class VideoFacts:
 
 
 def _av():
-    av = require("av", "pip install 'hinet-deploy[video]'", "restoring videos")
+    av = require("av", "restoring videos")
     if av.logging.get_level() is None:
         # FFmpeg's own error lines then end PyAV's exception messages ("last error log: [mjpeg]
         # Invalid pts ..."), which the failures show; they are kept off the terminal.

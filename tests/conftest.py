@@ -78,7 +78,7 @@ def demo_onnx(tmp_path_factory) -> Path:
     """The shipped demo model's verified graph (a trained network: precision effects are real)."""
     from hinet_deploy.export.checkpoint import load_checkpoint
     from hinet_deploy.export.onnx_export import export_onnx
-    from hinet_deploy.export.variants import DEMO_CHECKPOINT
+    from hinet_deploy.export.shipped import DEMO_CHECKPOINT
 
     path = tmp_path_factory.mktemp("demo-onnx") / "demo.onnx"
     export_onnx(load_checkpoint(DEMO_CHECKPOINT), path, log=lambda m: None)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from hinet_deploy.common.errors import HinetDeployError
+from hinet_deploy.common.lazy import EXTRA_OF
 from hinet_deploy.common.limits import SizeLimits
 from hinet_deploy.runtime import Restorer
 from hinet_deploy.runtime import backends
@@ -18,7 +19,7 @@ class GainBackend(BackendBase):
 
     name = "gain"
     suffixes = (".gain", ".onnx")  # also runs .onnx files, so it is never their default
-    install = "nothing to install"
+    extra = "onnxruntime"
     opened = []
 
     def __init__(self, path, threads: int | None = None, padding: str = "none"):
@@ -89,5 +90,5 @@ def test_the_onnxruntime_arena_rule_lives_in_its_backend(small_onnx):
 
 def test_one_name_per_backend():
     assert list(backends.BACKENDS) == ["onnxruntime", "pytorch", "tensorrt", "openvino"]
-    assert all(cls.name == name and cls.suffixes and cls.install
+    assert all(cls.name == name and cls.suffixes and cls.extra in EXTRA_OF.values()
                for name, cls in BACKENDS.items())

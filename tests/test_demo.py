@@ -11,7 +11,7 @@ import torch
 from hinet_deploy.calib.photos import DEMO_NOISE_SIGMA, HELD_OUT, TRAIN, add_gaussian_noise, load_photo
 from conftest import REPO
 from hinet_deploy.export.checkpoint import load_checkpoint
-from hinet_deploy.export.variants import DEMO_CHECKPOINT
+from hinet_deploy.export.shipped import DEMO_CHECKPOINT
 from hinet_deploy.runtime import Restorer
 from hinet_deploy.runtime.metrics import psnr
 

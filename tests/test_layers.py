@@ -191,3 +191,65 @@ def test_the_restore_runners_do_not_import_each_other():
     local, cluster = "hinet_deploy.restore.local", "hinet_deploy.restore.cluster"
     assert local in modules and cluster in modules
     assert cluster not in graph[local] and local not in graph[cluster]
+
+
+# What restoring needs (`restore`, the Restorer, Ray) installs with the runtime extras alone
+# (`[onnxruntime,video]`, `[cluster]`): the `export` extra's packages (torch above all: on Jetson it
+# comes from JetPack) may be imported inside the functions that need them, never at module level of
+# anything the runtime-only command paths import.
+RUNTIME_ENTRIES = ("hinet_deploy.cli", "hinet_deploy.cli.restore", "hinet_deploy.restore",
+                   "hinet_deploy.runtime")
+EXPORT_ONLY = {"torch", "onnx", "onnx_graphsurgeon", "skimage", "matplotlib"}
+
+
+def _module_level_imports(path: Path) -> list[tuple[int, str]]:
+    """Imports run when the module is imported: not those inside functions (or classes' methods)."""
+    found = []
+
+    def visit(body):
+        for node in body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                continue
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                visit(node.orelse)  # annotations only: never imported at run time
+                continue
+            if isinstance(node, ast.Import):
+                found.extend((node.lineno, a.name) for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found.append((node.lineno, node.module))
+                found.extend((node.lineno, f"{node.module}.{a.name}") for a in node.names)
+            for field in ("body", "orelse", "finalbody", "handlers"):
+                visit(getattr(node, field, []) or [])
+
+    visit(ast.parse(path.read_text(), str(path)).body)
+    return found
+
+
+def _export_only_reached(entries, modules: dict[str, Path]) -> list[str]:
+    """Each export-only package that importing `entries` imports, with the chain that gets there."""
+    chains = {m: [m] for e in entries for m in modules if m == e or m.startswith(e + ".")}
+    todo, bad = list(chains), []
+    while todo:
+        name = todo.pop()
+        for line, target in _module_level_imports(modules[name]):
+            if target.split(".")[0] in EXPORT_ONLY:
+                bad.append(" -> ".join(chains[name]) + f":{line} imports {target}")
+            parents = [target.rsplit(".", k)[0] for k in range(target.count(".") + 1)]
+            for hop in (p for p in parents if p in modules and p not in chains):
+                chains[hop] = [*chains[name], hop]
+                todo.append(hop)
+    return sorted(bad)
+
+
+def test_runtime_command_paths_import_no_export_package_at_module_level():
+    assert _export_only_reached(RUNTIME_ENTRIES, _project_modules()) == []
+
+
+def test_the_runtime_rule_catches_torch_two_hops_away(tmp_path):
+    (tmp_path / "entry.py").write_text("import os\nfrom pkg import helper\ndef f():\n"
+                                       "    import torch\n")
+    (tmp_path / "helper.py").write_text("if TYPE_CHECKING:\n    import onnx\nif True:\n"
+                                        "    from torch import nn\n")
+    modules = {"pkg.entry": tmp_path / "entry.py", "pkg.helper": tmp_path / "helper.py"}
+    assert _export_only_reached(["pkg.entry"], modules) == [
+        "pkg.entry -> pkg.helper:4 imports torch", "pkg.entry -> pkg.helper:4 imports torch.nn"]

@@ -19,7 +19,7 @@ from PIL import Image
 from conftest import edited_engine_copy, small_rtx_engine
 from hinet_deploy.cli import main
 from hinet_deploy.common.errors import HinetDeployError
-from hinet_deploy.export.variants import DEMO_CHECKPOINT
+from hinet_deploy.export.shipped import DEMO_CHECKPOINT
 
 PEAK_CHILD = """
 import resource, subprocess, sys

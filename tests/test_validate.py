@@ -15,7 +15,7 @@ from PIL import Image
 
 from conftest import REPO
 from hinet_deploy.export.checkpoint import load_checkpoint
-from hinet_deploy.export.variants import DEMO_CHECKPOINT
+from hinet_deploy.export.shipped import DEMO_CHECKPOINT
 from hinet_deploy.checks.datasets import open_dataset
 from hinet_deploy.build.flow import CalibOptions, GraphRequest
 from hinet_deploy.checks.contenders import openvino_precisions

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from hinet_deploy.cli import main
-from hinet_deploy.export.variants import DEMO_CHECKPOINT
+from hinet_deploy.export.shipped import DEMO_CHECKPOINT
 
 av = pytest.importorskip("av", reason="videos need PyAV (the video extra)")
 

@@ -1,9 +1,10 @@
 """The wheel as users install it: one import root, its data inside, a runtime without torch.
 
 Builds the wheel from this checkout, then:
-- a fresh virtual environment gets `WHEEL[onnxruntime]` (no torch) and, inside a folder that has
-  its own `export.py` and `runtime/` package, restores an image with the exported demo graph, equal
-  to the checkout's result; `hinet-deploy --help` works there;
+- a fresh virtual environment gets `WHEEL[onnxruntime,video]` (no torch) and, inside a folder that
+  has its own `export.py` and `runtime/` package, restores an image with the exported demo graph,
+  equal to the checkout's result; its installed `hinet-deploy restore` restores a photo and a video,
+  and what needs torch is one line naming the wheel's own install line;
 - the wheel alone (no editable install, no checkout on the path) runs `hinet-deploy demo` from the
   shipped checkpoint.
 """
@@ -22,9 +23,6 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from hinet_deploy.export.checkpoint import load_checkpoint
-from hinet_deploy.export.onnx_export import export_onnx
-from hinet_deploy.export.variants import DEMO_CHECKPOINT
 from hinet_deploy.runtime import Restorer
 
 RESTORE = """
@@ -86,38 +84,105 @@ def _user_project(root: Path) -> Path:
     return root
 
 
-def test_runtime_from_the_wheel_without_torch(wheel, tmp_path):
-    graph = tmp_path / "demo.onnx"
-    export_onnx(load_checkpoint(DEMO_CHECKPOINT), graph, log=lambda m: None)
+@pytest.fixture(scope="module")
+def runtime_env(wheel, tmp_path_factory) -> Path:
+    """A fresh virtual environment with the README's runtime line: the wheel with
+    `[onnxruntime,video]`, what a Jetson user installs to keep JetPack's torch."""
+    env_dir = tmp_path_factory.mktemp("runtime-venv")
+    venv.EnvBuilder(with_pip=True).create(env_dir)
+    line = readme_line("pip install 'dist/")  # the README's wheel line, run beside dist/
+    assert f"dist/{wheel.name}[onnxruntime,video]" in line
+    install = subprocess.run([str(env_dir / "bin" / "python"), "-m", *shlex.split(line), "-q"],
+                             cwd=wheel.parent.parent, capture_output=True, text=True)
+    assert install.returncode == 0, install.stderr[-2000:]
+    return env_dir
+
+
+CLEAN_ENV = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+
+
+def test_runtime_from_the_wheel_without_torch(runtime_env, demo_onnx, tmp_path):
     image = np.random.default_rng(0).integers(0, 256, (50, 70, 3), dtype=np.uint8)
     np.save(tmp_path / "image.npy", image)
-    with Restorer(graph) as restore:
+    with Restorer(demo_onnx) as restore:
         expected = restore(image)
 
-    env_dir = tmp_path / "venv"
-    venv.EnvBuilder(with_pip=True).create(env_dir)
-    python = env_dir / "bin" / "python"
-    line = readme_line("pip install 'dist/")  # the README's wheel line, run beside dist/
-    assert f"dist/{wheel.name}[onnxruntime]" in line
-    install = subprocess.run([str(python), "-m", *shlex.split(line), "-q"], cwd=wheel.parent.parent,
-                             capture_output=True, text=True)
-    assert install.returncode == 0, install.stderr[-2000:]
+    python = runtime_env / "bin" / "python"
     project = _user_project(tmp_path / "project")
     (project / "restore.py").write_text(RESTORE)
-    clean_env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    run = subprocess.run([str(python), "restore.py", str(graph), str(tmp_path / "image.npy"),
+    run = subprocess.run([str(python), "restore.py", str(demo_onnx), str(tmp_path / "image.npy"),
                           str(tmp_path / "out.npy")], cwd=project, capture_output=True, text=True,
-                         env=clean_env)
+                         env=CLEAN_ENV)
     assert run.returncode == 0, run.stderr[-2000:]
-    assert "no torch" in run.stdout  # the [onnxruntime] install pulled no torch
+    assert "no torch" in run.stdout  # the runtime install pulled no torch
     np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), expected)
-    helped = subprocess.run([str(env_dir / "bin" / "hinet-deploy"), "--help"], cwd=project,
-                            capture_output=True, text=True, env=clean_env)
+    helped = subprocess.run([str(runtime_env / "bin" / "hinet-deploy"), "--help"], cwd=project,
+                            capture_output=True, text=True, env=CLEAN_ENV)
     assert helped.returncode == 0 and "export" in helped.stdout, helped.stderr
-    missing = subprocess.run([str(env_dir / "bin" / "hinet-deploy"), "macs", "--variant", "gopro"],
-                             cwd=project, capture_output=True, text=True, env=clean_env)
+
+
+def _clip(path: Path, frames: int = 6) -> None:
+    """A small H.264 + AAC mp4, made with PyAV."""
+    import fractions
+
+    import av
+
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=12)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        audio = out.add_stream("aac", rate=48000)
+        rng = np.random.default_rng(1)
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 256, (48, 64, 3), np.uint8), "rgb24")
+            frame.pts, frame.time_base = i, fractions.Fraction(1, 12)
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+        for i in range(12):
+            sound = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), "fltp", "mono")
+            sound.sample_rate, sound.pts = 48000, i * 1024
+            out.mux(audio.encode(sound))
+        out.mux(audio.encode(None))
+
+
+def test_restore_cli_from_the_runtime_install(runtime_env, wheel, demo_onnx, tmp_path):
+    """The installed command restores a photo and a video with torch absent; `--model demo`, which
+    needs torch, is one line naming the extra and the install this package came from."""
+    pytest.importorskip("av")
+    from PIL import Image
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 56, 3), np.uint8)).save(
+        inputs / "photo.png")
+    _clip(inputs / "clip.mp4")
+    command = str(runtime_env / "bin" / "hinet-deploy")
+    run = subprocess.run([command, "restore", str(inputs), "-o", str(tmp_path / "out"), "--model",
+                          str(demo_onnx), "--quiet"], cwd=tmp_path, capture_output=True,
+                         text=True, env=CLEAN_ENV)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "restored 2" in run.stdout
+    with Image.open(tmp_path / "out" / "photo.png") as restored:
+        assert restored.size == (56, 40)
+    probe = subprocess.run([str(runtime_env / "bin" / "python"), "-c",
+                            "import av, sys; c = av.open(sys.argv[1]); "
+                            "print(c.streams.video[0].frames, len(c.streams.audio))",
+                            str(tmp_path / "out" / "clip.mp4")], capture_output=True, text=True)
+    assert probe.stdout.split() == ["6", "1"], probe.stderr
+    torch = subprocess.run([str(runtime_env / "bin" / "python"), "-c", "import torch"],
+                           capture_output=True, text=True)
+    assert torch.returncode != 0 and "No module named 'torch'" in torch.stderr
+
+    demo = subprocess.run([command, "restore", str(inputs / "photo.png"), "-o",
+                           str(tmp_path / "demo-out"), "--model", "demo"], cwd=tmp_path,
+                          capture_output=True, text=True, env=CLEAN_ENV)
+    assert demo.returncode == 2 and "Traceback" not in demo.stderr
+    (line,) = demo.stderr.strip().splitlines()  # one line, and no demo note before it
+    assert "needs torch" in line and f"{wheel.name}[export]'" in line, line
+    assert not (tmp_path / "demo-out").exists()
+    missing = subprocess.run([command, "macs", "--variant", "gopro"], cwd=tmp_path,
+                             capture_output=True, text=True, env=CLEAN_ENV)
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
-    assert missing.stderr.strip().splitlines()[-1].endswith("pip install 'hinet-deploy[export]'")
+    assert f"{wheel.name}[export]'" in missing.stderr.strip().splitlines()[-1]
 
 
 def test_demo_runs_from_the_wheel_alone(wheel, tmp_path):

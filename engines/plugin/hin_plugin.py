@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from hinet_deploy.common.errors import HinetDeployError
+from hinet_deploy.common.lazy import install_hint
 from hinet_deploy.export.hin_spec import PLUGIN_DOMAIN as NAMESPACE
 from hinet_deploy.export.hin_spec import PLUGIN_FIELDS as FIELDS
 from hinet_deploy.export.hin_spec import PLUGIN_OP as NAME
@@ -32,7 +33,6 @@ THREADS = 256  # per block
 # the loaded kernel's own limit (CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES) against it.
 STATIC_SHARED_RESERVE = 1024
 SHARED_PLANE_BYTES = 48 * 1024 - STATIC_SHARED_RESERVE
-INSTALL_NVRTC = "pip install 'hinet-deploy[trt]' (it brings NVRTC, nvidia-cuda-nvrtc)"
 TARGET_BLOCKS = 1024  # enough blocks in flight to fill a large GPU (132 SMs on an H100)
 MAX_SPLITS = 32  # one warp merges a plane's partial statistics
 
@@ -73,9 +73,11 @@ def check_nvrtc():
         err, *_ = nvrtc.nvrtcVersion()
     except (ImportError, OSError, RuntimeError) as exc:
         raise HinetDeployError(f"the HIN plugin compiles its kernel with NVRTC, which cannot be "
-                               f"loaded here ({exc}); install it with: {INSTALL_NVRTC}") from exc
+                               f"loaded here ({exc}); install it with: {install_hint('trt')} "
+                               f"(nvidia-cuda-nvrtc)") from exc
     if err != nvrtc.nvrtcResult.NVRTC_SUCCESS:
-        raise HinetDeployError(f"NVRTC does not work here ({err}); install it with: {INSTALL_NVRTC}")
+        raise HinetDeployError(f"NVRTC does not work here ({err}); install it with: "
+                               f"{install_hint('trt')}")
     return nvrtc
 
 

@@ -48,7 +48,7 @@ def fp32_graph(req: GraphRequest) -> Path:
     if req.onnx is not None:
         read_graph_metadata(req.onnx)  # a readable graph, or one clear error
         return req.onnx
-    from hinet_deploy.export.variants import DEMO_CHECKPOINT
+    from hinet_deploy.export.shipped import DEMO_CHECKPOINT
 
     ckpt = req.ckpt or DEMO_CHECKPOINT
     path = req.out_dir / f"{ckpt.stem}.fp32.onnx"

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from hinet_deploy.calib.photos import DEMO_NOISE_SIGMA, HELD_OUT, add_gaussian_noise, load_photo
-from hinet_deploy.export.variants import DEMO_CHECKPOINT
+from hinet_deploy.export.shipped import DEMO_CHECKPOINT
 from hinet_deploy.common.files import atomic_path
 from hinet_deploy.build.flow import PRECISIONS, GraphRequest, precision_graphs
 from hinet_deploy.checks.contenders import openvino_precisions

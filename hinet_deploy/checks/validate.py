@@ -140,7 +140,7 @@ def validate(ckpt: Path | None = None, data: Path | None = None, sigma: float = 
     """
     from hinet_deploy.checks import figures
     from hinet_deploy.checks.datasets import open_dataset
-    from hinet_deploy.export.variants import DEMO_CHECKPOINT
+    from hinet_deploy.export.shipped import DEMO_CHECKPOINT
 
     ckpt = Path(ckpt or DEMO_CHECKPOINT)
     out_dir = Path(out_dir)

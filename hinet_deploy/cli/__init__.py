@@ -13,13 +13,9 @@ import sys
 
 from hinet_deploy.cli import build, checks, demo, restore
 from hinet_deploy.common.errors import HinetDeployError
+from hinet_deploy.common.lazy import missing_module_message
 
 _WRITE_ERRNOS = {errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM}
-# Optional packages and the extra that installs each (the base install is the runtime alone).
-EXTRA_OF = {"torch": "export", "onnx": "export", "onnx_graphsurgeon": "export",
-            "skimage": "export", "matplotlib": "export", "onnxruntime": "onnxruntime",
-            "tensorrt_rtx": "trt", "cuda": "trt", "av": "video", "ray": "cluster",
-            "openvino": "openvino"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,11 +40,10 @@ def main(argv=None, parser: argparse.ArgumentParser | None = None) -> int:
     try:
         return args.func(args)
     except ModuleNotFoundError as exc:
-        extra = EXTRA_OF.get((exc.name or "").split(".")[0])
-        if extra is None or args.debug:
+        line = missing_module_message(exc.name or "", f"`hinet-deploy {args.command}`")
+        if line is None or args.debug:
             raise
-        print(f"error: `hinet-deploy {args.command}` needs {exc.name}, which is not installed: "
-              f"pip install 'hinet-deploy[{extra}]'", file=sys.stderr)
+        print(f"error: {line}", file=sys.stderr)
         return 2
     except HinetDeployError as exc:
         if args.debug:

@@ -72,7 +72,7 @@ def named_checkpoint(arg: Path | None, demo: Path) -> Path | None:
 
 def checkpoint_or_demo(arg: Path | None) -> Path:
     """For the checking commands (validate, bench, fidelity): the demo model unless one is named."""
-    from hinet_deploy.export.variants import DEMO_CHECKPOINT
+    from hinet_deploy.export.shipped import DEMO_CHECKPOINT
 
     return input_file(named_checkpoint(arg, DEMO_CHECKPOINT) or DEMO_CHECKPOINT, "checkpoint")
 

@@ -44,7 +44,7 @@ def add_export(sub):
 def cmd_export(args) -> int:
     from hinet_deploy.export.checkpoint import load_checkpoint
     from hinet_deploy.export.onnx_export import DEFAULT_OPSET, export_onnx
-    from hinet_deploy.export.variants import DEMO_CHECKPOINT
+    from hinet_deploy.export.shipped import DEMO_CHECKPOINT
 
     ckpt = named_checkpoint(args.ckpt, DEMO_CHECKPOINT)
     if ckpt is None:
@@ -161,7 +161,7 @@ def add_build(sub):
 
 def cmd_build(args) -> int:
     from hinet_deploy.engines.build import BuildOptions, Profile, runs_on
-    from hinet_deploy.export.variants import DEMO_CHECKPOINT
+    from hinet_deploy.export.shipped import DEMO_CHECKPOINT
     from hinet_deploy.build.flow import GraphRequest, build
 
     if args.precision is None:

@@ -116,12 +116,11 @@ def cmd_restore(args) -> int:
     from hinet_deploy.runtime import Restorer
 
     from hinet_deploy.cli.args import named_checkpoint
-    from hinet_deploy.export.variants import DEMO_CHECKPOINT, DEMO_LIMITS
+    from hinet_deploy.export.shipped import DEMO_CHECKPOINT, DEMO_LIMITS
 
     args.model = named_checkpoint(args.model, DEMO_CHECKPOINT)
     input_file(args.model, "model")
-    if args.model == DEMO_CHECKPOINT and not args.quiet:
-        log(DEMO_LIMITS)
+    demo_note = args.model == DEMO_CHECKPOINT and not args.quiet
     if args.ray:
         from hinet_deploy.restore.cluster import reachable
 
@@ -141,6 +140,8 @@ def cmd_restore(args) -> int:
 
         if args.ray_address is None:  # local: a bad model is one line here, not in every actor
             Restorer(args.model, **restorer_options, **extra).close()
+        if demo_note:  # once the model opened: without torch the demo is one error line alone
+            log(DEMO_LIMITS)
         if folder is not None:
             writable_dir(*folder)
         ray_options = RayOptions(args.ray_address, args.workers, args.gpus_per_worker,
@@ -150,6 +151,8 @@ def cmd_restore(args) -> int:
         from hinet_deploy.restore.local import run_restore
 
         with Restorer(args.model, on_tiling=log, **restorer_options, **extra) as restorer:
+            if demo_note:
+                log(DEMO_LIMITS)
             if folder is not None:
                 writable_dir(*folder)  # once the model opened: a bad model creates nothing
             report = run_restore(plan, restorer, options, log)

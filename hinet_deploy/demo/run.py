@@ -13,7 +13,7 @@ import numpy as np
 from hinet_deploy.calib.photos import DEMO_NOISE_SIGMA, HELD_OUT, add_gaussian_noise, load_photo
 from hinet_deploy.export.checkpoint import load_checkpoint
 from hinet_deploy.export.onnx_export import export_onnx
-from hinet_deploy.export.variants import DEMO_CHECKPOINT
+from hinet_deploy.export.shipped import DEMO_CHECKPOINT
 from hinet_deploy.checks.datasets import as_rgb8
 from hinet_deploy.runtime import Restorer
 from hinet_deploy.runtime.images import read_image, write_image

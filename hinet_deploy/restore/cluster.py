@@ -34,7 +34,7 @@ from hinet_deploy.restore.uri import download, is_uri, upload
 
 
 def _ray():
-    return require("ray", "pip install 'hinet-deploy[cluster]'", "restoring with Ray")
+    return require("ray", "restoring with Ray")
 
 
 MODEL_FOLDER_PREFIX = "hinet-deploy-model-"

@@ -33,7 +33,7 @@ class BackendBase:
 
     name: str = ""
     suffixes: tuple[str, ...] = ()
-    install: str = ""  # the pip line that brings what it needs
+    extra: str = ""  # the extra that brings what it needs (common.lazy.EXTRA_OF)
     threads_option: str | None = None  # the option that sets its CPU threads, if it has one
 
     @classmethod

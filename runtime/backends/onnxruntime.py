@@ -13,17 +13,16 @@ from hinet_deploy.runtime.backends.base import BackendBase
 # Preferred order; only those the installed onnxruntime offers are used. The TensorRT EP needs the
 # full TensorRT libraries, so it is tried only when asked for explicitly.
 ORT_DEFAULT_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
-INSTALL = "pip install 'hinet-deploy[onnxruntime]'"
 
 
 class OnnxRuntimeBackend(BackendBase):
     name = "onnxruntime"
     suffixes = (".onnx",)
-    install = INSTALL
+    extra = "onnxruntime"
     threads_option = "threads"
 
     def __init__(self, path, providers=None, threads: int | None = None, memory_arena: bool = True):
-        ort = require("onnxruntime", INSTALL, "running ONNX graphs")
+        ort = require("onnxruntime", "running ONNX graphs")
         self.path = Path(path)
         options = ort.SessionOptions()
         if threads:

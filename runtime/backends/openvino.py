@@ -19,7 +19,6 @@ from hinet_deploy.common.lazy import require
 from hinet_deploy.export.metadata import OUTPUT_NAME, PREFIX, graph_limits
 from hinet_deploy.runtime.backends.base import BackendBase
 
-INSTALL = "pip install 'hinet-deploy[openvino]'"
 PRECISIONS = {"fp32": "f32", "bf16": "bf16"}  # ours -> OpenVINO's INFERENCE_PRECISION_HINT
 DEVICE = "CPU"
 
@@ -32,11 +31,11 @@ def native_precisions(core, device: str = DEVICE) -> set[str]:
 class OpenVinoBackend(BackendBase):
     name = "openvino"
     suffixes = (".onnx",)
-    install = INSTALL
+    extra = "openvino"
     threads_option = "threads"
 
     def __init__(self, path, precision: str = "fp32", threads: int | None = None):
-        ov = require("openvino", INSTALL, "running graphs with OpenVINO")
+        ov = require("openvino", "running graphs with OpenVINO")
         self.path = Path(path)
         if precision not in PRECISIONS:
             raise HinetDeployError(f"OpenVINO precision {precision!r}: choose "

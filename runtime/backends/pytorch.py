@@ -7,20 +7,18 @@ from hinet_deploy.common.lazy import require
 from hinet_deploy.common.limits import SizeLimits
 from hinet_deploy.runtime.backends.base import BackendBase
 
-INSTALL = "pip install 'hinet-deploy[export]' (on Jetson: NVIDIA's torch wheel)"
-
 
 class TorchBackend(BackendBase):
     """The PyTorch reference: runs a checkpoint directly, FP32, on the CPU or a CUDA device."""
 
     name = "pytorch"
     suffixes = (".pth", ".pt")
-    install = INSTALL
+    extra = "export"
 
     def __init__(self, path, variant: str | None = None, device: str = "cpu"):
+        self.torch = require("torch", "the PyTorch backend (a .pth/.pt model)")
         from hinet_deploy.export.checkpoint import load_checkpoint  # the earlier stage; needs torch
 
-        self.torch = require("torch", INSTALL, "the PyTorch backend")
         self.loaded = load_checkpoint(path, variant)
         self.device = device
         self.net = self.loaded.net.to(device)

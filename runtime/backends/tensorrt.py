@@ -32,7 +32,7 @@ from hinet_deploy.common.limits import SizeLimits
 from hinet_deploy.common.untrusted import check_recorded
 from hinet_deploy.engines.plugin.support import register_plugin
 from hinet_deploy.engines.sidecar import EngineSidecar, read_sidecar, sidecar_path
-from hinet_deploy.engines.targets import INSTALL_CUDA, gpu_mismatch, rtx_runs_on
+from hinet_deploy.engines.targets import gpu_mismatch, rtx_runs_on
 from hinet_deploy.engines.tensorrt_module import collecting_logger, import_tensorrt
 from hinet_deploy.export.hin_spec import PLUGIN_VERSION
 from hinet_deploy.export.metadata import OUTPUT_NAME
@@ -151,7 +151,7 @@ class CudaDevice:
     """The few CUDA runtime calls used here, turning error codes into HinetDeployError."""
 
     def __init__(self, device: int):
-        self.rt = require("cuda.bindings.runtime", INSTALL_CUDA, "running TensorRT engines")
+        self.rt = require("cuda.bindings.runtime", "running TensorRT engines")
         err, count = self.rt.cudaGetDeviceCount()
         if err != self.rt.cudaError_t.cudaSuccess or not count:
             raise HinetDeployError(f"running a TensorRT engine needs an NVIDIA GPU and driver; "
@@ -373,7 +373,7 @@ class TensorRtBackend(BackendBase):
 
     name = "tensorrt"
     suffixes = (".engine", ".plan")
-    install = "pip install 'hinet-deploy[trt]' (with full TensorRT, the one your platform ships)"
+    extra = "trt"
 
     @classmethod
     def model_files(cls, path: Path) -> list[Path]:
