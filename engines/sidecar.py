@@ -12,10 +12,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hinet_deploy.common.errors import HinetDeployError
+from hinet_deploy.common.errors import HinetDeployError, first_line
 from hinet_deploy.common.files import atomic_path
 from hinet_deploy.common.limits import HINET_SIZE_MULTIPLE
-from hinet_deploy.common.untrusted import checked_fields, confined
+from hinet_deploy.common.untrusted import checked_fields, confined, read_json
 from hinet_deploy.export.metadata import INPUT_NAME, OUTPUT_NAME
 
 SCHEMA = 2  # 1: the unversioned sidecar of hinet-deploy 0.1 (read, converted on the fly)
@@ -117,17 +117,21 @@ def _check_types(data: dict, path: Path) -> None:
 def read_sidecar(engine: Path) -> EngineSidecar:
     """The sidecar of ENGINE, checked; one clear error for a missing, unreadable or foreign one."""
     path = sidecar_path(engine)
-    if not path.is_file():
+    if not path.exists():
         raise HinetDeployError(f"engine {engine} has no sidecar {path.name}: rebuild it with "
                                f"hinet-deploy build, which writes both")
     try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise HinetDeployError(f"sidecar {path} is not valid JSON ({exc}): rebuild the engine") from exc
+        data = read_json(path, "sidecar")
+    except HinetDeployError as exc:
+        raise HinetDeployError(f"{exc}: rebuild the engine") from None
     if not isinstance(data, dict):
         raise HinetDeployError(f"sidecar {path} does not hold an object: rebuild the engine")
     if "schema" not in data:
-        data = _from_schema_1(data)
+        try:
+            data = _from_schema_1(data)
+        except (AttributeError, IndexError, KeyError, TypeError) as exc:
+            raise HinetDeployError(f"sidecar {path} (schema 1) is malformed ({type(exc).__name__}:"
+                                   f" {first_line(exc)}): rebuild the engine") from None
     _check_types(data, path)
     if data["schema"] > SCHEMA:
         raise HinetDeployError(f"sidecar {path} has schema {data['schema']}; this hinet-deploy "

@@ -129,7 +129,14 @@ def _clean_state_dict(state: dict, path: Path) -> dict:
     bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
     if bad:
         raise HinetDeployError(f"{path}: entries that are not tensors: {_summarise(bad)}")
-    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    broken = [f"{k} ({int((~torch.isfinite(v)).sum())} of {v.numel()})" for k, v in state.items()
+              if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if broken:  # a network with NaN or inf weights outputs black or white frames, never an image
+        raise HinetDeployError(f"{path} holds weights that are NaN or infinite: "
+                               f"{_summarise(broken)}; the checkpoint is broken (a diverged "
+                               f"training run or a damaged file)")
+    return state
 
 
 def check_compatible(state: dict, net: HINet, path: Path, what: str) -> None:

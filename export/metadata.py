@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from hinet_deploy.common.errors import HinetDeployError
-from hinet_deploy.common.files import input_file
+from hinet_deploy.common.files import input_file, not_regular
 from hinet_deploy.common.limits import HINET_SIZE_MULTIPLE, SizeLimits
 from hinet_deploy.common.untrusted import confined
 
@@ -55,12 +55,32 @@ def read_metadata(model) -> dict[str, str]:
     return from_properties({p.key: p.value for p in model.metadata_props})
 
 
+def check_external_files(model, path: Path) -> list:
+    """The graph's tensors stored in external files, each file checked before anything reads it:
+    confined to the graph's folder, a regular file (a FIFO there would block the reader forever)."""
+    from onnx.external_data_helper import uses_external_data
+
+    external = [t for t in model.graph.initializer if uses_external_data(t)]
+    for tensor in external:
+        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        data = confined(path.parent, location, f"the graph {path.name} (external data of "
+                                               f"{tensor.name})")
+        problem = not_regular(data)
+        if problem == "does not exist":
+            raise HinetDeployError(f"{path}: the external data file {location} of {tensor.name} "
+                                   f"is missing beside the graph")
+        if problem is not None:
+            raise HinetDeployError(f"{path}: the external data file {location} of {tensor.name} "
+                                   f"{problem}")
+    return external
+
+
 def load_graph(path: Path, load_external_data: bool = True):
     """The onnx.ModelProto in a file, with one clear error when it is not a readable graph."""
     import onnx
     from google.protobuf.message import DecodeError
 
-    from onnx.external_data_helper import load_external_data_for_model, uses_external_data
+    from onnx.external_data_helper import load_external_data_for_model
 
     path = input_file(path, "ONNX file")
     try:
@@ -69,14 +89,7 @@ def load_graph(path: Path, load_external_data: bool = True):
         raise HinetDeployError(f"{path} is not a readable ONNX graph ({exc})") from exc
     if not model.graph.node:  # protobuf parses many foreign files as an empty message
         raise HinetDeployError(f"{path} is not a readable ONNX graph (it holds no nodes)")
-    external = [t for t in model.graph.initializer if uses_external_data(t)]
-    for tensor in external:  # each data file confined to the graph's folder before it is read
-        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
-        data = confined(path.parent, location, f"the graph {path.name} (external data of "
-                                               f"{tensor.name})")
-        if not data.is_file():
-            raise HinetDeployError(f"{path}: the external data file {location} of {tensor.name} "
-                                   f"is missing beside the graph")
+    external = check_external_files(model, path)
     if external and load_external_data:
         try:
             load_external_data_for_model(model, str(path.parent))

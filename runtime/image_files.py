@@ -20,16 +20,18 @@ common.files.write_whole: size on disk checked after fsync) before it gets its n
 """
 from __future__ import annotations
 
+import contextlib
 import io
+import threading
 import warnings
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from hinet_deploy.common.errors import HinetDeployError
-from hinet_deploy.common.files import atomic_path, write_whole
+from hinet_deploy.common.errors import HinetDeployError, first_line
+from hinet_deploy.common.files import atomic_path, not_regular, write_whole
 from hinet_deploy.common.untrusted import check_pixels
 
 # Formats restored and written back as themselves (Pillow's names), by file extension.
@@ -47,6 +49,7 @@ class ImageFile:
     icc: bytes | None = None
     exif: bytes | None = None  # Pillow's Exif.tobytes() ("Exif\0\0" + TIFF), orientation 1
     mode: str = ""  # Pillow's mode of the file ("CMYK", "P", "1", "LA", ...): written back so
+    notes: list = field(default_factory=list)  # what reading it found that the user should know
 
 
 def _upright(pixels: np.ndarray, orientation: int) -> np.ndarray:
@@ -145,37 +148,71 @@ def read_image_file(path, max_pixels: int | None = None) -> ImageFile:
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
+    problem = not_regular(path)
+    if problem is not None and problem != "does not exist":
+        raise HinetDeployError(f"image {path} {problem}")
     try:
-        with warnings.catch_warnings():  # this project's pixel limit governs, said as an error
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(path)
-        with img:
-            check_pixels(*img.size, f"image {path}", max_pixels)
-            frames = getattr(img, "n_frames", 1)
-            if frames > 1:
-                raise HinetDeployError(
-                    f"{path} holds {frames} frames ({img.format}); restore does not cut it to the "
-                    f"first: extract the frames as images, or give a video")
-            fmt = img.format
-            if fmt not in FORMATS.values():
-                raise HinetDeployError(f"{path}: {fmt} images are not supported (PNG, JPEG, TIFF, "
-                                       f"BMP, WebP, PPM, single-frame GIF)")
-            deep = _is_16bit_colour(img)  # before getexif(), which may load the pixels
-            exif = img.getexif()
-            orientation = int(exif.get(_ORIENTATION, 1) or 1)
-            if _ORIENTATION in exif:
-                exif[_ORIENTATION] = 1
-            icc = img.info.get("icc_profile") or None
-            pixels = _read_16bit(path, fmt) if deep else _pil_pixels(img, icc)
-            mode = img.mode
+        with _pillow_as_we_read(), warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            image = _read_pillow(path, max_pixels)
     except FileNotFoundError as exc:
         raise HinetDeployError(f"image {path} does not exist") from exc
     except HinetDeployError:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:  # truncated, corrupt
-        raise HinetDeployError(f"cannot read image {path}: {exc}") from exc
+        what = "damaged (cut short)" if "truncated" in str(exc) else "unreadable"
+        raise HinetDeployError(f"cannot read image {path}: {what}: {first_line(exc)}") from exc
     except Exception as exc:  # the readers' own types: pypng's ChunkError, tifffile's, Pillow's
         raise HinetDeployError(f"cannot read image {path}: {type(exc).__name__}: {exc}") from exc
+    # Pillow's warnings (Corrupt EXIF data, ...) carry no file name: said with it instead
+    image.notes = list(dict.fromkeys(f"{path}: {first_line(w.message)} (Pillow)" for w in said
+                                     if not issubclass(w.category, Image.DecompressionBombWarning)))
+    return image
+
+
+_PILLOW_SETTINGS = threading.Lock()
+
+
+@contextlib.contextmanager
+def _pillow_as_we_read():
+    """Pillow's process-wide settings as this reader needs them, for the read: its own bomb limit
+    off (the project's limit, check_pixels, is checked from the header before decoding, and a
+    larger --max-megapixels must admit larger images), and truncated files refused even where
+    another package set ImageFile.LOAD_TRUNCATED_IMAGES (Pillow then fills the missing part)."""
+    from PIL import Image, ImageFile as PillowImageFile
+
+    with _PILLOW_SETTINGS:
+        saved = Image.MAX_IMAGE_PIXELS, PillowImageFile.LOAD_TRUNCATED_IMAGES
+        Image.MAX_IMAGE_PIXELS, PillowImageFile.LOAD_TRUNCATED_IMAGES = None, False
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS, PillowImageFile.LOAD_TRUNCATED_IMAGES = saved
+
+
+def _read_pillow(path: Path, max_pixels: int | None) -> ImageFile:
+    from PIL import Image
+
+    img = Image.open(path)
+    with img:
+        check_pixels(*img.size, f"image {path}", max_pixels)
+        frames = getattr(img, "n_frames", 1)
+        if frames > 1:
+            raise HinetDeployError(
+                f"{path} holds {frames} frames ({img.format}); restore does not cut it to the "
+                f"first: extract the frames as images, or give a video")
+        fmt = img.format
+        if fmt not in FORMATS.values():
+            raise HinetDeployError(f"{path}: {fmt} images are not supported (PNG, JPEG, TIFF, "
+                                   f"BMP, WebP, PPM, single-frame GIF)")
+        deep = _is_16bit_colour(img)  # before getexif(), which may load the pixels
+        exif = img.getexif()
+        orientation = int(exif.get(_ORIENTATION, 1) or 1)
+        if _ORIENTATION in exif:
+            exif[_ORIENTATION] = 1
+        icc = img.info.get("icc_profile") or None
+        pixels = _read_16bit(path, fmt) if deep else _pil_pixels(img, icc)
+        mode = img.mode
     return ImageFile(_upright(pixels, orientation), fmt, icc, exif.tobytes() if len(exif) else None,
                      mode)
 

@@ -59,6 +59,14 @@ def _check_float_range(chw: np.ndarray) -> None:
 
 def to_network(image) -> tuple[np.ndarray, ImageLayout]:
     """HxW, HxWx1, HxWx3 or HxWx4 uint8/uint16/float array -> (3xHxW float32 in [0,1], layout)."""
+    if isinstance(image, (list, tuple)):
+        raise HinetDeployError(f"a Restorer call restores one image (an HxWx3 array), not a "
+                               f"{type(image).__name__} of {len(image)}: call it on each, or pass "
+                               f"them to restorer.stream(images), which keeps their order")
+    if isinstance(image, (str, bytes)) or hasattr(image, "__fspath__"):
+        raise HinetDeployError(f"a Restorer call takes an image array, not the path {image!r}: "
+                               f"read it with hinet_deploy.runtime.images.read_image, or restore "
+                               f"files with `hinet-deploy restore`")
     image = np.asarray(image)
     check_image(image.shape, image.dtype)
     original_shape = image.shape

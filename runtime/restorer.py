@@ -18,7 +18,7 @@ import numpy as np
 from hinet_deploy.common.errors import HinetDeployError
 from hinet_deploy.common.limits import SizeLimits
 from hinet_deploy.common.memory import DEFAULT_BUDGET_SHARE, available_bytes, estimated_run_bytes
-from hinet_deploy.runtime.backends import open_backend
+from hinet_deploy.runtime.backends import BackendBase, open_backend
 from hinet_deploy.runtime.device import as_torch, from_network_device, is_device_array, like, to_network_device
 from hinet_deploy.runtime.images import from_network, to_network
 from hinet_deploy.runtime.stream import DEFAULT_DEPTH, pipelined
@@ -59,6 +59,21 @@ def _check_options(mode, tile, overlap, batch, memory_budget_mb, backend_options
                                f"of the memory available), not {memory_budget_mb!r}")
 
 
+def _finite_or_refused(out, backend):
+    """`out`, where every value is finite; else one error naming the backend."""
+    if isinstance(out, np.ndarray):
+        finite = bool(np.isfinite(out).all())
+    else:
+        import torch
+
+        finite = bool(torch.isfinite(out).all().item())
+    if not finite:
+        raise HinetDeployError(f"{type(backend).__name__} returned values that are NaN or "
+                               f"infinite: the model or the input is broken; nothing was written "
+                               f"from it")
+    return out
+
+
 class Restorer:
     """Runs a HINet graph (or checkpoint, or engine) over images, handling size, type and tiling.
 
@@ -91,6 +106,10 @@ class Restorer:
                                    f"(hinet_deploy.common.limits.SizeLimits): a backend must say "
                                    f"what input it takes")
         self.limits = limits
+        # Backends of the table check their own output (BackendBase.run); a caller's own object
+        # is checked here, so that NaN or inf never becomes an image from any backend.
+        self.checked_backend = isinstance(self.backend, BackendBase)
+        self.on_device = getattr(self.backend, "runs_on_device", hasattr(self.backend, "run_device"))
         self.mode, self.tile, self.overlap = mode, tile, overlap
         self.memory_budget_mb = memory_budget_mb
         self.on_tiling = on_tiling or (lambda message: warnings.warn(message, stacklevel=3))
@@ -119,12 +138,14 @@ class Restorer:
             crops = ops_for(crops).concat([crops] + [crops[-1:]] * (fixed - count))
         if isinstance(crops, np.ndarray):
             out = self.backend.run(crops)
-        elif hasattr(self.backend, "run_device"):
+        elif self.on_device:
             out = self.backend.run_device(crops)
         else:  # a host backend: through host memory
             import torch
 
             out = torch.from_numpy(self.backend.run(crops.cpu().numpy())).to(crops.device)
+        if not self.checked_backend:
+            out = _finite_or_refused(out, self.backend)
         return out[:count]
 
     def guarded_plan(self, height: int, width: int) -> TilePlan:
@@ -184,6 +205,12 @@ class Restorer:
                 for clean in restorer.stream(decoder_frames()):
                     encoder.write(clean)
         """
+        _whole("depth", depth, 1)
+        try:
+            frames = iter(frames)
+        except TypeError:
+            raise HinetDeployError(f"stream() takes an iterable of images (a list, a generator), "
+                                   f"not {type(frames).__name__}") from None
         return pipelined(self, frames, depth)
 
     def close(self) -> None:

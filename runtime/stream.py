@@ -10,6 +10,8 @@ import queue
 import threading
 from typing import Callable, Iterable, Iterator
 
+from hinet_deploy.common.errors import HinetDeployError
+
 DEFAULT_DEPTH = 2  # items waiting in each queue: enough to hide a slow read, small for memory
 _DONE = object()
 
@@ -23,6 +25,9 @@ def read_ahead(items: Iterable, depth: int = DEFAULT_DEPTH) -> Iterator:
     """Yields `items` in order while a background thread pulls the next ones (up to `depth` ahead).
     An exception in the iterable is raised here, at its place in the stream. Leaving the loop early
     stops the thread."""
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+        # Queue(maxsize=0 or less) is unbounded: memory would grow with the stream's length.
+        raise HinetDeployError(f"depth must be a whole number of at least 1, not {depth!r}")
     buffer: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
 

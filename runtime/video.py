@@ -19,8 +19,8 @@ encoding overlap (runtime.stream) and every queue is bounded, so memory does not
 """
 from __future__ import annotations
 
+import contextlib
 import heapq
-import logging
 import os
 import struct
 from collections import deque
@@ -38,7 +38,11 @@ from hinet_deploy.runtime.stream import pipelined
 
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".mts",
                   ".wmv", ".flv"}
-DEFAULT_CODEC = "libx264"  # H.264: plays everywhere
+DEFAULT_CODEC = "libx264"  # H.264: plays everywhere; the codec of inputs no encoder here follows
+# By default the output keeps the input's codec family (it plays where the input played: an HDR10
+# HEVC clip on a TV, AV1 in a browser), with the first of these encoders the bundled FFmpeg has.
+FOLLOW_INPUT = {"hevc": ("libx265",), "av1": ("libsvtav1", "libaom-av1"),
+                "vp9": ("libvpx-vp9",), "vp8": ("libvpx",), "h264": ("libx264",)}
 DEFAULT_CRF = 18  # x264/x265's "visually lossless" region; 0 is lossless
 COPIED_STREAMS = ("audio", "subtitle", "attachment", "data")
 # Frames a decoder may hold back before it outputs one: FFmpeg's H.264/HEVC reorder depth is at most
@@ -53,11 +57,12 @@ SUBSAMPLED = ("yuv420", "yuv422", "yuvj420", "yuvj422", "nv12", "nv21", "p010")
 
 @dataclass
 class VideoOptions:
-    codec: str = DEFAULT_CODEC
+    codec: str | None = None  # None: the input's codec family (FOLLOW_INPUT), else DEFAULT_CODEC
     crf: int | None = DEFAULT_CRF
     preset: str | None = None
     pix_fmt: str | None = None  # default: yuv420p, or yuv420p10le for deeper sources
     options: dict = field(default_factory=dict)  # more encoder options, FFmpeg's names
+    verbose: bool = False  # the encoders' own logs (x265's, SVT-AV1's) on the terminal
 
     def encoder_options(self) -> dict:
         opts = dict(self.options)
@@ -74,6 +79,9 @@ class VideoReport:
     copied_streams: int
     notes: list[str] = field(default_factory=list)  # what was done that the user should know
     decode_error: str | None = None  # FFmpeg's last message on a damaged packet
+    undecodable: int = 0  # video packets FFmpeg could not decode (their frames are lost)
+    packets: int = 0  # video packets read that carry data
+    discarded: int = 0  # of them, those an edit list hides (counted in a declared frame count)
 
 
 @dataclass(frozen=True)
@@ -91,18 +99,17 @@ class VideoFacts:
     mastering: bytes | None  # AVMasteringDisplayMetadata
     light_level: bytes | None  # AVContentLightMetadata
     declared_frames: int  # 0 where the container does not say
+    expected_frames: int  # from the video stream's duration x frame rate; 0 where unknown
+    codec: str = ""  # FFmpeg's name of the input's video codec (h264, hevc, av1, ...)
+    pix_fmt: str = ""  # the input's pixel format (yuv420p10le, yuv422p, ...)
 
 
 def _av():
-    av = require("av", "restoring videos")
-    if av.logging.get_level() is None:
-        # FFmpeg's own error lines then end PyAV's exception messages ("last error log: [mjpeg]
-        # Invalid pts ..."), which the failures show; they are kept off the terminal.
-        av.logging.set_level(av.logging.ERROR)
-        ffmpeg_log = logging.getLogger("libav")
-        ffmpeg_log.propagate = False
-        ffmpeg_log.addHandler(logging.NullHandler())
-    return av
+    """PyAV, with FFmpeg's log left as PyAV sets it by default: dropped in C. A Python log callback
+    (PyAV's set_level) runs on FFmpeg's codec threads and takes the GIL there, which deadlocks
+    when the main thread frees a threaded codec while holding it (PyAV issues 751 and 2276; seen
+    here restoring an AVI). Failures quote PyAV's exception, which names FFmpeg's error code."""
+    return require("av", "restoring videos")
 
 
 def check_encoder(codec: str) -> None:
@@ -127,6 +134,14 @@ def check_video_options(options: VideoOptions) -> None:
     """The encoder exists and encodes video, its quality is in its range, the pixel format is one
     FFmpeg knows and the encoder takes: one line each, before any work."""
     av = _av()
+    if options.codec is None:  # chosen per input (follow_input), from encoders that exist
+        if options.pix_fmt:
+            try:
+                av.video.format.VideoFormat(options.pix_fmt)
+            except (ValueError, av.error.FFmpegError) as exc:
+                raise HinetDeployError(f"--pix-fmt {options.pix_fmt} is not a pixel format FFmpeg "
+                                       f"knows ({exc})") from exc
+        return
     check_encoder(options.codec)
     codec = av.codec.Codec(options.codec, "w")
     if codec.type != "video":
@@ -190,7 +205,30 @@ def probe(src: Path, max_pixels: int | None = None) -> VideoFacts:
             int(frame.color_trc), int(frame.color_range),
             struct.unpack("9i", matrix) if matrix is not None else None,
             _side_data(frame, "MASTERING_DISPLAY_METADATA"),
-            _side_data(frame, "CONTENT_LIGHT_LEVEL"), int(video.frames or 0))
+            _side_data(frame, "CONTENT_LIGHT_LEVEL"), int(video.frames or 0),
+            _frames_by_duration(container, video), video.codec_context.codec.canonical_name,
+            frame.format.name)
+
+
+def _frames_by_duration(container, video) -> int:
+    """Frames the video should hold by its duration x average frame rate: the stream's own
+    duration, else the Matroska DURATION tag FFmpeg's muxer writes per stream, else the
+    container's where the video is its only stream (audio may run longer); 0 where unknown."""
+    rate = video.average_rate or video.guessed_rate
+    if not rate:
+        return 0
+    seconds = None
+    if video.duration and video.time_base:
+        seconds = float(video.duration * video.time_base)
+    elif "DURATION" in video.metadata:
+        try:
+            h, m, sec = video.metadata["DURATION"].split(":")
+            seconds = int(h) * 3600 + int(m) * 60 + float(sec)
+        except ValueError:
+            seconds = None
+    elif container.duration and len(container.streams) == 1:
+        seconds = container.duration / 1_000_000  # AV_TIME_BASE
+    return round(seconds * float(rate)) if seconds and seconds > 0 else 0
 
 
 def x265_hdr_params(mastering: bytes | None, light_level: bytes | None) -> str | None:
@@ -282,13 +320,19 @@ def _events(container, video, copied, span, step: int, counts: dict):
             if packet.dts is not None:  # the demuxer's empty flush packets are not copied
                 yield "packet", packet
             continue
+        if packet.size:
+            counts["packets"] += 1
+            if packet.is_discard:  # before an MP4 edit list's start: decoded, never shown
+                counts["discarded"] += 1
         try:
             frames = packet.decode()
-        except av.error.InvalidDataError as exc:  # a damaged packet: counted and said
+        except av.error.InvalidDataError as exc:  # a damaged packet: its frame is lost
             counts["errors"] += 1
             counts["last_error"] = str(exc)
             continue
         for frame in frames:
+            if frame.is_corrupt:  # decoded with errors FFmpeg concealed
+                counts["concealed"] += 1
             if start is not None and frame.pts is not None and frame.pts < start:
                 continue
             if end is not None and frame.pts is not None and frame.pts >= end:
@@ -304,24 +348,84 @@ def _copied_streams(source, video) -> list:
             or (s.type == "video" and s is not video and _is_picture(s))]
 
 
-def _copy_streams_into(output, streams, notes: list[str]) -> dict:
+# Ways a stream the output container does not take as it was muxed can still be copied, tried in
+# order on its first packets (as FFmpeg's CLI users do with -tag and -bsf): ADTS-framed AAC (no
+# extradata; what cameras write into AVI) needs WAVE_FORMAT_MPEG_HEAAC (0x1610) in AVI since FFmpeg
+# refuses it under 0x00ff; a codec tag of another container's family is dropped so that the muxer
+# picks its own. Length-prefixed and Annex B H.264/HEVC, and ADTS into MP4/Matroska, are converted
+# by FFmpeg's muxers themselves (their automatic bitstream filters).
+TAG_ADTS_AVI = "\x10\x16\x00\x00"
+TAG_MUXER_CHOOSES = "\x00\x00\x00\x00"
+TRIAL_PACKETS = 8
+
+
+def _remedies(stream) -> list[tuple[str | None, str]]:
+    """(codec tag to set, what it means) to try, the first keeping the stream as it is."""
+    cc = stream.codec_context
+    tries = [(None, "")]
+    if cc is not None and cc.name == "aac" and not cc.extradata:
+        tries.append((TAG_ADTS_AVI, "ADTS AAC tagged 0x1610, as the container needs for it"))
+    tries.append((TAG_MUXER_CHOOSES, "its codec tag replaced by the container's own"))
+    return tries
+
+
+def _mux_trial(av, src: Path, container_format: str, index: int, tag: str | None) -> bool:
+    """Whether the stream's first packets go into a container of this format with this tag: a
+    throwaway one in memory, so the real output never fails half-way on a stream it cannot hold."""
+    import io
+
+    with av.open(str(src)) as source:
+        stream = source.streams[index]
+        trial = av.open(io.BytesIO(), "w", format=container_format)
+        try:
+            copy = trial.add_stream_from_template(stream)
+            if tag is not None:
+                copy.codec_tag = tag
+            sent = 0
+            for packet in source.demux(stream):
+                if packet.dts is None:
+                    continue
+                packet.stream = copy
+                trial.mux(packet)
+                sent += 1
+                if sent >= TRIAL_PACKETS:
+                    break
+            trial.close()  # the header and the interleaved packets are written here
+            return True
+        except (av.error.FFmpegError, ValueError):
+            return False
+        finally:
+            with contextlib.suppress(Exception):
+                trial.close()
+
+
+def _copy_streams_into(output, streams, notes: list[str], src: Path) -> dict:
     """Output streams taking the given input streams' packets unchanged, with their metadata
-    (language, title), by input stream index; streams the container cannot hold are named and
-    left out."""
+    (language, title), by input stream index. A stream the container does not take as it was
+    muxed is tried with each remedy (_remedies), said in a line when one is used; a stream none
+    keeps is named and left out: it never fails the video."""
+    av = _av()
     copies = {}
+    suffix = Path(output.name).suffix
     for s in streams:
         codec = s.codec_context.name if s.codec_context is not None else None
-        if codec is not None and codec not in output.supported_codecs:
-            notes.append(f"{s.type} stream {s.index} ({codec}) cannot go into a "
-                         f"{Path(output.name).suffix} file: left out")
+        chosen = next(((tag, said) for tag, said in _remedies(s)
+                       if _mux_trial(av, src, output.format.name, s.index, tag)), None)
+        if chosen is None:
+            notes.append(f"{s.type} stream {s.index} ({codec}) cannot go into a {suffix} file: "
+                         f"left out")
             continue
         copies[s.index] = output.add_stream_from_template(s)
+        if chosen[0] is not None:
+            copies[s.index].codec_tag = chosen[0]
+            notes.append(f"{s.type} stream {s.index} ({codec}) copied with {chosen[1]}")
         copies[s.index].metadata.update(s.metadata)
     return copies
 
 
 def _pixel_format(options: VideoOptions, facts: VideoFacts, notes: list[str]) -> str:
-    pix_fmt = options.pix_fmt or ("yuv420p10le" if facts.deep else "yuv420p")
+    pix_fmt = options.pix_fmt or _input_pix_fmt(facts, options.codec) or \
+        ("yuv420p10le" if facts.deep else "yuv420p")
     odd = facts.width % 2 or facts.height % 2
     if odd and pix_fmt.startswith(SUBSAMPLED):
         full = ("yuv444p10le" if "10" in pix_fmt else "yuv444p")
@@ -331,27 +435,99 @@ def _pixel_format(options: VideoOptions, facts: VideoFacts, notes: list[str]) ->
     return pix_fmt
 
 
+def _container_takes(container_format: str, codec: str, listed) -> bool:
+    """Whether a container of this format holds what this encoder makes. FFmpeg lists the codecs of
+    muxers that keep a table of them (MP4, Matroska, AVI); others (MPEG-TS) say "unknown", so a
+    frame is encoded and muxed into a throwaway container in memory to find out."""
+    if codec in listed:
+        return True
+    import io
+
+    av = _av()
+    trial = av.open(io.BytesIO(), "w", format=container_format)
+    try:
+        stream = trial.add_stream(codec, rate=24)
+        stream.width, stream.height = 64, 64
+        stream.pix_fmt = (stream.codec_context.codec.video_formats or [None])[0].name
+        frame = av.VideoFrame(64, 64, stream.pix_fmt)
+        for plane in frame.planes:
+            plane.update(bytes(plane.buffer_size))
+        trial.mux(stream.encode(frame))
+        trial.mux(stream.encode(None))
+        trial.close()
+        return True
+    except (av.error.FFmpegError, ValueError, TypeError, AttributeError):
+        return False
+    finally:
+        with contextlib.suppress(Exception):
+            trial.close()
+
+
+def _encoder_exists(name: str) -> bool:
+    try:
+        return _av().codec.Codec(name, "w").type == "video"
+    except Exception:  # PyAV's UnknownCodecError and kin
+        return False
+
+
+def _input_pix_fmt(facts: VideoFacts, encoder: str) -> str | None:
+    """The input's chroma and depth in a format the encoder takes (yuv422p10le for a 10-bit 4:2:2
+    source), or None where it takes none of them (then the default: 4:2:0 at 8 or 10 bits)."""
+    name = facts.pix_fmt
+    chroma = next((c for c in ("444", "422", "420") if f"yuv{c}" in name or f"yuvj{c}" in name),
+                  "420")
+    depth = "12le" if "12" in name else "10le" if facts.deep else ""
+    offered = {f.name for f in (_av().codec.Codec(encoder, "w").video_formats or [])}
+    wanted = [f"yuv{chroma}p{depth}", f"yuv{chroma}p10le" if facts.deep else f"yuv{chroma}p"]
+    return next((f for f in wanted if f in offered), None)
+
+
+def follow_input(options: VideoOptions, facts: VideoFacts, notes: list[str]) -> VideoOptions:
+    """The options with the codec and pixel format chosen where the user chose none: the input's
+    codec family where an encoder for it exists here, at the input's depth and chroma."""
+    import dataclasses
+
+    codec = options.codec
+    if codec is None:
+        family = FOLLOW_INPUT.get(facts.codec, ())
+        codec = next((e for e in family if _encoder_exists(e)), DEFAULT_CODEC)
+        if family and codec not in family:
+            notes.append(f"no {facts.codec} encoder here: encoded with {codec} (--codec chooses)")
+    pix_fmt = options.pix_fmt or _input_pix_fmt(facts, codec)
+    crf = options.crf
+    if crf is not None and codec in CRF_RANGE:
+        crf = min(max(crf, CRF_RANGE[codec][0]), CRF_RANGE[codec][1])
+    return dataclasses.replace(options, codec=codec, pix_fmt=pix_fmt, crf=crf)
+
+
 def _codec_for(output, options: VideoOptions, notes: list[str]) -> VideoOptions:
     """The options with an encoder the output container holds: the container's own default where
     the one asked for cannot go into it (H.264 into WebM), said in a line."""
-    if options.codec in output.supported_codecs:
+    if _container_takes(output.format.name, options.codec, output.supported_codecs):
         return options
     chosen = output.default_video_codec
     notes.append(f"{options.codec} cannot go into a {Path(output.name).suffix} file: encoded "
                  f"with {chosen} (--codec chooses another it holds)")
     crf = options.crf if chosen not in CRF_RANGE or options.crf is None else \
         min(max(options.crf, CRF_RANGE[chosen][0]), CRF_RANGE[chosen][1])
-    return VideoOptions(chosen, crf, None, options.pix_fmt, dict(options.options))
+    return VideoOptions(chosen, crf, None, options.pix_fmt, dict(options.options),
+                        options.verbose)
 
 
 def _encoder_options(options: VideoOptions, facts: VideoFacts, notes: list[str]) -> dict:
     """The encoder's options, with HDR10's metadata where the encoder carries it."""
     opts = options.encoder_options()
     hdr = x265_hdr_params(facts.mastering, facts.light_level)
+    x265 = [opts["x265-params"]] if opts.get("x265-params") else []
+    if not options.verbose and options.codec == "libx265" and "log-level" not in "".join(x265):
+        x265.append("log-level=error")  # x265 prints ~25 [info] lines to stderr itself
     if hdr is not None and options.codec == "libx265":
-        given = opts.get("x265-params")
-        opts["x265-params"] = f"{given}:{hdr}" if given else hdr
-    elif hdr is not None:
+        x265.append(hdr)
+    if x265 and options.codec == "libx265":
+        opts["x265-params"] = ":".join(x265)
+    if not options.verbose and options.codec == "libsvtav1":
+        os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1's own [info] lines: errors only
+    if hdr is not None and options.codec != "libx265":
         notes.append(f"the HDR mastering display / light level metadata is not carried by "
                      f"{options.codec}: use --codec libx265 to keep it")
     return opts
@@ -388,8 +564,11 @@ def restore_video(src: Path, dst: Path, restore: Callable[[np.ndarray], np.ndarr
         video.thread_type = "AUTO"  # FFmpeg's frame threads: decoding keeps up with inference
         if total is not None:
             total(facts.declared_frames or None)
+        chosen: list[str] = []
+        options = follow_input(options, facts, chosen)
         with atomic_path(dst, suffix=f".partial{dst.suffix}") as tmp:
             report = _transcode(av, source, video, tmp, restore, options, facts, on_frame, span)
+            report.notes[:0] = chosen
             _check_written(av, src, tmp, report, facts, span)
             _sync(tmp)
     except (av.error.FFmpegError, OSError) as exc:
@@ -423,12 +602,38 @@ def frame_count(path: Path) -> int:
         return sum(1 for p in written.demux(stream) if p.size)
 
 
+# Frames a duration x rate estimate may be off by without loss: the duration's rounding, and
+# variable frame rates, whose average makes the estimate approximate.
+DURATION_SLACK_FRAMES = 1
+DURATION_SLACK_SHARE = 0.01
+
+
+def lost_frames(report: VideoReport, facts: VideoFacts) -> str | None:
+    """Why frames are missing, with the counts, from every sign the input gives: the container's
+    declared count (MP4, AVI), video packets that could not be decoded, and the video stream's
+    duration x frame rate (Matroska/WebM, MPEG-TS and others that declare no count); None where
+    nothing says a frame was lost."""
+    why = f" (FFmpeg: {report.decode_error})" if report.decode_error else ""
+    shown = facts.declared_frames - report.discarded
+    if facts.declared_frames and report.frames < shown:
+        return (f"{report.frames} of {shown} declared frames decoded{why}: the file is damaged or "
+                f"cut short")
+    if report.undecodable:
+        return (f"{report.undecodable} of {report.packets} video packets could not be decoded"
+                f"{why}: {report.frames} frames decoded; the file is damaged")
+    expected = facts.expected_frames
+    slack = max(DURATION_SLACK_FRAMES, round(expected * DURATION_SLACK_SHARE))
+    if expected and report.frames < expected - slack:
+        return (f"{report.frames} frames decoded where its duration at its frame rate holds about "
+                f"{expected}: the file is damaged or cut short")
+    return None
+
+
 def _check_written(av, src: Path, path: Path, report: VideoReport, facts: VideoFacts, span):
-    """Every declared frame decoded, every restored frame in the written file."""
-    if span is None and facts.declared_frames and report.frames < facts.declared_frames:
-        why = f" (FFmpeg: {report.decode_error})" if report.decode_error else ""
-        raise HinetDeployError(f"{src}: {report.frames} of {facts.declared_frames} declared frames "
-                               f"decoded{why}: the file is damaged or cut short")
+    """Every frame the input holds decoded, every restored frame in the written file."""
+    lost = lost_frames(report, facts) if span is None else None
+    if lost is not None:
+        raise HinetDeployError(f"{src}: {lost}")
     packets = frame_count(path)
     if packets != report.frames:
         raise HinetDeployError(f"{path.name} holds {packets} video frames of the {report.frames} "
@@ -454,12 +659,15 @@ def _transcode(av, source, video, path: Path, restore, options: VideoOptions, fa
         encoder.width, encoder.height = facts.width, facts.height
         encoder.pix_fmt = _pixel_format(options, facts, notes)
         encoder.time_base = video.time_base
+        # The encoder counts time in the input stream's units too: its default (1 / frame rate)
+        # rounded times off that grid (MPEG-TS at 1.4833 s became 1.5 s).
+        encoder.codec_context.time_base = video.time_base
         encoder.metadata.update(video.metadata)
         _tag_encoder(encoder, facts)
         copied = [] if span else _copied_streams(source, video)
-        copies = _copy_streams_into(output, copied, notes)
+        copies = _copy_streams_into(output, copied, notes, Path(source.name))
         step = max(1, round(1 / (rate * video.time_base))) if rate and video.time_base else 1
-        counts = {"errors": 0, "last_error": None}
+        counts = {"errors": 0, "last_error": None, "packets": 0, "concealed": 0, "discarded": 0}
         frames = 0
 
         def restore_event(event):
@@ -489,10 +697,11 @@ def _transcode(av, source, video, path: Path, restore, options: VideoOptions, fa
         output.mux(encoder.encode(None))
     finally:
         output.close()
-    if counts["errors"]:
-        notes.append(f"{counts['errors']} damaged video packets skipped (FFmpeg: "
-                     f"{counts['last_error']})")
-    return VideoReport(frames, len(copies), notes, counts["last_error"])
+    if counts["concealed"]:
+        notes.append(f"{counts['concealed']} of {frames} frames were damaged in the input and "
+                     f"decoded with FFmpeg's error concealment: check them")
+    return VideoReport(frames, len(copies), notes, counts["last_error"], counts["errors"],
+                       counts["packets"], counts["discarded"])
 
 
 def join_segments(src: Path, parts: list[Path], dst: Path) -> int:
@@ -507,7 +716,7 @@ def join_segments(src: Path, parts: list[Path], dst: Path) -> int:
             with av.open(str(parts[0])) as first:
                 video = output.add_stream_from_template(first.streams.video[0])
             copies = _copy_streams_into(output, _copied_streams(source, main_video(source, src)),
-                                        [])
+                                        [], src)
             count = 0
             for part in parts:
                 with av.open(str(part)) as container:

@@ -33,11 +33,8 @@ class GainBackend(BackendBase):
 
     threads_option = "threads"
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
+    def run_impl(self, batch: np.ndarray) -> np.ndarray:
         return batch * np.float32(self.gain)
-
-    def close(self) -> None:
-        pass
 
 
 @pytest.fixture

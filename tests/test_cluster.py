@@ -185,3 +185,45 @@ def test_quiet_means_the_summary_alone(tmp_path, small_onnx):
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stderr == ""
     assert len(done.stdout.strip().splitlines()) == 1 and done.stdout.startswith("restored 2 in ")
+
+
+def test_a_model_the_workers_cannot_open_is_the_local_one_line(tmp_path, small_ckpt):
+    """An engine on workers without a GPU (--ray-address local: no local check first): the line
+    and exit 2 of the single-process command, not Ray's traceback."""
+    from conftest import small_rtx_engine
+
+    engine = small_rtx_engine(small_ckpt, tmp_path / "engines")
+    _photos(tmp_path / "in", 1)
+    local = _command(tmp_path / "in", "-o", tmp_path / "local", "--model", engine, "--quiet")
+    on_ray = _command(tmp_path / "in", "-o", tmp_path / "out", "--model", engine, "--quiet",
+                      "--ray", "--ray-address", "local")
+    assert local.returncode == on_ray.returncode == 2, on_ray.stderr[-3000:]
+    assert "Traceback" not in on_ray.stderr
+    assert on_ray.stderr.strip().splitlines()[-1] == local.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("quiet", [True, False])
+def test_a_local_ray_that_cannot_start_says_why_in_one_line(tmp_path, small_onnx, quiet):
+    _photos(tmp_path / "in", 1)
+    (tmp_path / "file").write_text("not a folder")
+    run = _command(tmp_path / "in", "-o", tmp_path / "out", "--model", small_onnx, "--ray",
+                   *(["--quiet"] if quiet else []),
+                   env={"RAY_TMPDIR": str(tmp_path / "file" / "ray")})
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert run.stderr.strip().splitlines()[-1].startswith("error: cannot start a local Ray: ")
+
+
+def test_the_workers_notes_reach_the_summary(tmp_path, small_onnx):
+    """What the local runner says of a file (an odd size encoded 4:4:4) is said on Ray too."""
+    pytest.importorskip("av")
+    from test_video import make_video
+
+    (tmp_path / "in").mkdir()
+    make_video(tmp_path / "in" / "odd.mp4", size=(97, 63), pix_fmt="yuv444p")
+    asked = ["--pix-fmt", "yuv420p", "--quiet"]  # which 97x63 cannot hold: said in a line
+    local = _command(tmp_path / "in", "-o", tmp_path / "local", "--model", small_onnx, *asked)
+    on_ray = _command(tmp_path / "in", "-o", tmp_path / "ray", "--model", small_onnx, *asked,
+                      "--ray")
+    assert local.returncode == on_ray.returncode == 0, on_ray.stderr[-3000:]
+    note = "97x63 is odd, which yuv420p cannot hold: encoded yuv444p"
+    assert note in local.stderr and note in on_ray.stderr

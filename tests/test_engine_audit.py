@@ -128,7 +128,7 @@ def test_registering_the_plugin_without_nvrtc_is_one_clear_error(monkeypatch):
 
     monkeypatch.setattr(nvrtc, "nvrtcVersion", missing)
     monkeypatch.setattr(hin_plugin, "_registered", {})
-    with pytest.raises(HinetDeployError, match=r"NVRTC.*hinet-deploy\[trt\]"):
+    with pytest.raises(HinetDeployError, match=r"NVRTC.*install it with: pip install .*\[trt\]"):
         hin_plugin.register(types.SimpleNamespace(__name__="tensorrt"))
 
 

@@ -2,6 +2,7 @@
 hostile or careless input, each run through the real command where the user would meet it."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import struct
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import edited_engine_copy, small_rtx_engine
+from conftest import REPO, edited_engine_copy, small_rtx_engine
 from hinet_deploy.cli import main
 from hinet_deploy.common.errors import HinetDeployError
 from hinet_deploy.export.shipped import DEMO_CHECKPOINT
@@ -131,6 +132,165 @@ def test_a_graph_whose_external_data_is_outside_its_folder_is_one_line(small_onn
         assert "outside its own folder" in last_line(capsys.readouterr().err)
 
 
+def _write_sidecar_text(engine_folder, tmp_path, text: bytes | None = None, make=None):
+    """The engine's folder copied, its sidecar replaced by `text` (or made by make(path))."""
+    engine = edited_engine_copy(engine_folder, tmp_path, lambda s, f: None)
+    sidecar = engine.with_name(engine.name + ".json")
+    sidecar.unlink()
+    if make is not None:
+        make(sidecar)
+    else:
+        sidecar.write_bytes(text)
+    return engine
+
+
+def _schema_1(**profiles) -> bytes:
+    return json.dumps({"backend": "tensorrt_rtx", "backend_version": "1.7.1.116",
+                       "precision": "fp32", **profiles}).encode()
+
+
+@pytest.mark.parametrize("text, make, message", [
+    (b"[" * 100_000 + b"]" * 100_000, None, "not valid JSON (nested too deeply)"),
+    (b'{"schema": ' + b"7" * 5000 + b"}", None, "not valid JSON (Exceeds the limit"),
+    (b"\xff\xfe{}", None, "not valid JSON"),
+    (_schema_1(profiles={"min": 1}), None, "(schema 1) is malformed"),
+    (_schema_1(profiles=5), None, "(schema 1) is malformed"),
+    (_schema_1(profiles=[{"min": [1, 3, 32, 32]}]), None, "profile opt is None"),
+    (_schema_1(profiles=["big"]), None, "profile is a string 'big'"),
+    (None, lambda p: os.truncate(os.open(p, os.O_CREAT | os.O_WRONLY), 300 * 2**20),
+     "over the 4 MB such a file can be"),
+    (None, os.mkfifo, "is a FIFO (named pipe), not a regular file"),
+], ids=["deep", "digits", "not-utf8", "profiles-dict", "profiles-int", "profile-partial",
+        "profile-str", "300MB", "fifo"])
+def test_every_malformed_sidecar_is_one_line(engine_folder, tmp_path, text, make, message,
+                                             capsys):
+    engine = _write_sidecar_text(engine_folder, tmp_path, text, make)
+    photo = tmp_path / "p.png"
+    Image.new("RGB", (32, 32)).save(photo)
+    code = main(["restore", str(photo), "-o", str(tmp_path / "out"), "--model", str(engine)])
+    err = capsys.readouterr().err
+    assert code == 2 and message in last_line(err) and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()
+
+
+def _external_graph(small_onnx, folder: Path, location: str | None = None) -> Path:
+    """The graph with its weights in g.data beside it; `location`: what it then names instead."""
+    import onnx
+
+    folder.mkdir()
+    onnx.save(onnx.load(str(small_onnx)), str(folder / "g.onnx"), save_as_external_data=True,
+              location="g.data", size_threshold=0)
+    if location is not None:
+        hostile = onnx.load(str(folder / "g.onnx"), load_external_data=False)
+        for tensor in hostile.graph.initializer:
+            for entry in tensor.external_data:
+                if entry.key == "location":
+                    entry.value = location
+        onnx.save(hostile, str(folder / "g.onnx"))
+    return folder / "g.onnx"
+
+
+@pytest.mark.parametrize("location, make, message", [
+    ("g\0.data", None, "holds a NUL byte"),
+    ("pipe.data", lambda f: os.mkfifo(f / "pipe.data"), "is a FIFO (named pipe)"),
+    ("dev.data", lambda f: (f / "dev.data").symlink_to("/dev/zero"), None),
+    ("gone.data", None, "is missing beside the graph"),
+], ids=["nul", "fifo", "char-device", "missing"])
+def test_bad_external_data_is_one_line_in_every_command(small_onnx, tmp_path, location, make,
+                                                        message, capfd):
+    graph = _external_graph(small_onnx, tmp_path / "graph", location)
+    if make is not None:
+        make(graph.parent)
+    photo = tmp_path / "p.png"
+    Image.new("RGB", (32, 32)).save(photo)
+    for command in (["macs", "--onnx", str(graph)],
+                    ["build", "--fp16", "--onnx", str(graph), "-o", str(tmp_path / "e.engine")],
+                    ["restore", str(photo), "-o", str(tmp_path / "out"), "--model", str(graph)]):
+        assert main(command) == 2, command
+        err = capfd.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and "\x1b[" not in err, err  # no ORT dump
+        line = last_line(err)
+        if message is None:  # a device whose link leads out of the folder: refused either way
+            assert "leads out of" in line or "character device" in line, line
+        else:
+            assert message in line, line
+
+
+def test_a_graph_whose_data_onnxruntime_cannot_read_is_one_line_without_its_log(small_onnx,
+                                                                                tmp_path, capfd):
+    """Damaged external data (cut short): ONNX Runtime's coloured multi-line error log stays off
+    the terminal; the project's line names the file."""
+    graph = _external_graph(small_onnx, tmp_path / "graph")
+    data = graph.with_name("g.data")
+    data.write_bytes(data.read_bytes()[:100])
+    photo = tmp_path / "p.png"
+    Image.new("RGB", (32, 32)).save(photo)
+    assert main(["restore", str(photo), "-o", str(tmp_path / "out"), "--model", str(graph)]) == 2
+    err = capfd.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "\x1b[" not in err and "g.onnx" in err, err
+
+
+def test_pillow_warnings_are_one_line_naming_the_file(tmp_path, small_onnx):
+    """Pillow's `Corrupt EXIF data` UserWarning carries no file name: the terminal shows the
+    project's line, which names the file, and no Python warning."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "b.tif").write_bytes(b"II*\0" + b"\xff" * 64)
+    run = subprocess.run([sys.executable, "-m", "hinet_deploy.cli", "restore", str(folder), "-o",
+                          str(tmp_path / "out"), "--model", str(small_onnx), "--quiet"],
+                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert run.returncode == 1
+    assert "UserWarning" not in run.stderr and "warnings.warn" not in run.stderr, run.stderr
+    assert "b.tif: Corrupt EXIF data" in run.stderr or "b.tif" in run.stdout
+
+
+def test_truncated_images_are_damaged_inputs_even_where_pillow_is_told_to_fill_them(tmp_path):
+    """Another package may set ImageFile.LOAD_TRUNCATED_IMAGES (Pillow then fills the missing
+    part with grey and says nothing): a file cut short is still a damaged input, named so."""
+    import io
+
+    from PIL import ImageFile
+
+    from hinet_deploy.runtime.image_files import read_image_file
+
+    pixels = np.random.default_rng(0).integers(0, 256, (600, 800, 3), dtype=np.uint8)
+    for fmt, options in (("JPEG", {}), ("JPEG", {"progressive": True}), ("PNG", {}),
+                         ("WEBP", {})):
+        encoded = io.BytesIO()
+        Image.fromarray(pixels).save(encoded, fmt, **options)
+        path = tmp_path / f"cut.{fmt.lower()}"
+        path.write_bytes(encoded.getvalue()[:len(encoded.getvalue()) // 2])
+        for fill in (False, True):
+            saved = ImageFile.LOAD_TRUNCATED_IMAGES
+            ImageFile.LOAD_TRUNCATED_IMAGES = fill
+            try:
+                with pytest.raises(HinetDeployError, match=f"cannot read image {path}"):
+                    read_image_file(path)
+                assert ImageFile.LOAD_TRUNCATED_IMAGES == fill  # the caller's setting restored
+            finally:
+                ImageFile.LOAD_TRUNCATED_IMAGES = saved
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "BMP", "TIFF", "GIF"])
+def test_one_pixel_limit_ours_above_pillows(tmp_path, fmt):
+    """Pillow refuses images over 2x its MAX_IMAGE_PIXELS (179 MP) with its own words; the
+    project's limit is the one that holds, in both directions, from the header."""
+    from PIL import Image as PilImage
+
+    from hinet_deploy.runtime.image_files import read_image_file
+
+    path = tmp_path / f"big.{fmt.lower()}"
+    saved = PilImage.MAX_IMAGE_PIXELS
+    PilImage.MAX_IMAGE_PIXELS = 1000  # Pillow's limit far below: a 64x64 image is a "bomb" to it
+    try:
+        PilImage.new("RGB" if fmt != "GIF" else "P", (64, 64)).save(path, fmt)
+        assert read_image_file(path, max_pixels=64 * 64).pixels.shape[:2] == (64, 64)
+        with pytest.raises(HinetDeployError, match="over the limit of 0.0 MP"):
+            read_image_file(path, max_pixels=64 * 63)
+    finally:
+        PilImage.MAX_IMAGE_PIXELS = saved
+
+
 # --- bounded cost before trusting a size ---------------------------------------------------
 
 def _png16_bomb(path: Path, width: int, height: int) -> None:
@@ -229,7 +389,13 @@ def _bad_crc_png16(path: Path) -> None:
 
 
 def _decompression_bomb_jpeg(path: Path) -> None:
-    Image.new("L", (20000, 10000)).save(path, quality=10)  # over Pillow's own bomb limit
+    """A small JPEG whose header declares 60000x20000 (1200 MP): over the project's limit (the
+    one that governs; Pillow's own is switched off while the project reads)."""
+    Image.new("L", (64, 48)).save(path, quality=10)
+    data = bytearray(path.read_bytes())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5:sof + 9] = struct.pack(">HH", 20000, 60000)
+    path.write_bytes(bytes(data))
 
 
 @pytest.mark.parametrize("bad, make", [

@@ -4,11 +4,15 @@ made by the test with PyAV (FFmpeg's encoders in its wheels)."""
 from __future__ import annotations
 
 import fractions
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import REPO
 from hinet_deploy.cli import main
 from hinet_deploy.export.shipped import DEMO_CHECKPOINT
 
@@ -167,7 +171,7 @@ def test_hdr10_keeps_its_tags_depth_and_mastering_metadata(tmp_path, small_onnx,
     assert {"MASTERING_DISPLAY_METADATA", "CONTENT_LIGHT_LEVEL"} <= after["side_data"]
     # H.264 cannot carry the mastering metadata: kept tags, 10 bits, and one line saying so.
     (tmp_path / "out").joinpath("hdr.mkv").unlink()
-    code, output = restore(tmp_path, source, small_onnx)
+    code, output = restore(tmp_path, source, small_onnx, "--codec", "libx264")
     assert code == 0 and describe(output)["tags"] == (9, 9, 16, 1)
     assert "not carried by libx264: use --codec libx265" in capsys.readouterr().err
 
@@ -183,7 +187,7 @@ def test_two_video_streams_are_refused_by_name(tmp_path, small_onnx, capsys):
 def test_odd_sizes_are_encoded_whole_and_said(tmp_path, small_onnx, capsys):
     source = tmp_path / "odd.mp4"
     make_video(source, size=(97, 63), pix_fmt="yuv444p")
-    code, output = restore(tmp_path, source, small_onnx)
+    code, output = restore(tmp_path, source, small_onnx, "--pix-fmt", "yuv420p")
     assert code == 0 and describe(output)["size"] == (97, 63)
     assert describe(output)["frames"] == 12
     assert "97x63 is odd, which yuv420p cannot hold: encoded yuv444p" in capsys.readouterr().err
@@ -258,8 +262,49 @@ def test_a_container_that_cannot_hold_the_codec_gets_its_own_and_a_line(tmp_path
                                                                       capsys):
     source = tmp_path / "clip.webm"
     make_video(source, frames=6, codec="libvpx-vp9")
-    code, output = restore(tmp_path, source, small_onnx)
+    code, output = restore(tmp_path, source, small_onnx, "--codec", "libx264")
     assert code == 0 and describe(output)["frames"] == 6
     with av.open(str(output)) as container:
         assert container.streams.video[0].codec_context.name == "vp9"
     assert "libx264 cannot go into a .webm file: encoded with vp9" in capsys.readouterr().err
+
+
+def test_hdr10_hevc_with_default_options_stays_hevc_10_bit_with_its_metadata(tmp_path, small_onnx):
+    """No --codec: the output keeps the input's family (HEVC), depth and HDR10 metadata, and
+    x265's own [info] lines stay off the terminal (the command's, in a child process)."""
+    source = tmp_path / "hdr.mkv"
+    make_video(source, codec="libx265", pix_fmt="yuv420p10le", tags=(9, 9, 16, 1),
+               options={"x265-params": f"{HDR10_X265}:log-level=none"})
+    run = subprocess.run([sys.executable, "-m", "hinet_deploy.cli", "restore", str(source), "-o",
+                          str(tmp_path / "out"), "--model", str(small_onnx)],
+                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert run.returncode == 0, run.stderr
+    output = tmp_path / "out" / "hdr.mkv"
+    with av.open(str(output)) as container:
+        assert container.streams.video[0].codec_context.name == "hevc"
+    after = describe(output)
+    assert after["pix_fmt"] == "yuv420p10le" and after["tags"] == (9, 9, 16, 1)
+    assert {"MASTERING_DISPLAY_METADATA", "CONTENT_LIGHT_LEVEL"} <= after["side_data"]
+    assert "x265 [info]" not in run.stderr and "x265 [info]" not in run.stdout
+    verbose = subprocess.run([sys.executable, "-m", "hinet_deploy.cli", "restore", str(source),
+                              "-o", str(tmp_path / "loud"), "--model", str(small_onnx),
+                              "--verbose"], capture_output=True, text=True,
+                             env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert verbose.returncode == 0 and "x265 [info]" in verbose.stderr
+
+
+@pytest.mark.parametrize("codec, pix_fmt, suffix, family", [
+    ("libvpx-vp9", "yuv420p", ".webm", "vp9"),
+    ("libsvtav1", "yuv420p10le", ".mkv", "av1"),
+    ("libx264", "yuv422p", ".mkv", "h264"),
+    ("mpeg4", "yuv420p", ".avi", "h264"),  # no family to follow: H.264
+])
+def test_the_output_codec_follows_the_input(tmp_path, small_onnx, codec, pix_fmt, suffix, family):
+    source = tmp_path / f"clip{suffix}"
+    make_video(source, frames=6, codec=codec, pix_fmt=pix_fmt)
+    code, output = restore(tmp_path, source, small_onnx)
+    assert code == 0
+    with av.open(str(output)) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.codec.canonical_name == family
+        assert stream.codec_context.format.name == (pix_fmt if codec != "mpeg4" else "yuv420p")

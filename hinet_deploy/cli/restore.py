@@ -58,15 +58,19 @@ def add_restore(sub):
                         "$HINET_DEPLOY_MAX_PIXELS)")
     p.add_argument("--jpeg-quality", type=quality, default=DEFAULT_JPEG_QUALITY,
                    help=f"JPEG and WebP outputs (default {DEFAULT_JPEG_QUALITY})")
-    p.add_argument("--codec", default=DEFAULT_CODEC,
+    p.add_argument("--codec", default=None,
                    help=f"video encoder, FFmpeg's name: libx264, libx265, libsvtav1, h264_nvenc, "
-                        f"hevc_nvenc, ... (default {DEFAULT_CODEC})")
+                        f"hevc_nvenc, ... (default: the input's codec family, HEVC -> libx265, "
+                        f"AV1 -> libsvtav1, VP9 -> libvpx-vp9, others {DEFAULT_CODEC})")
     p.add_argument("--crf", type=int, default=DEFAULT_CRF,
                    help=f"video quality, lower is better, 0 lossless (CRF; NVENC's cq) "
                         f"(default {DEFAULT_CRF})")
     p.add_argument("--preset", default=None, help="encoder preset (e.g. slow, medium, p5)")
     p.add_argument("--pix-fmt", default=None,
-                   help="video pixel format (default yuv420p; yuv420p10le for deeper sources)")
+                   help="video pixel format (default: the input's chroma and bit depth where the "
+                        "encoder takes them, else yuv420p, or yuv420p10le for deeper sources)")
+    p.add_argument("--verbose", action="store_true",
+                   help="show the video encoders' own logs (x265's, SVT-AV1's)")
     p.add_argument("--threads", type=positive_int, default=None,
                    help="CPU threads of ONNX Runtime (default: all)")
     p.add_argument("--ray", action="store_true",
@@ -101,10 +105,11 @@ def _restore_plan(args):
 
 
 def _video_options(args, plan):
-    from hinet_deploy.runtime.video import DEFAULT_CODEC, VideoOptions, check_video_options
+    from hinet_deploy.runtime.video import VideoOptions, check_video_options
 
-    video = VideoOptions(codec=args.codec, crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt)
-    asked = args.codec != DEFAULT_CODEC or args.pix_fmt or args.crf != VideoOptions.crf
+    video = VideoOptions(codec=args.codec, crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt,
+                         verbose=args.verbose)
+    asked = args.codec is not None or args.pix_fmt or args.crf != VideoOptions.crf
     if asked or any(job.is_video for job in plan.jobs):  # images alone need no PyAV
         check_video_options(video)
     return video

@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 import contextlib
-import glob
+import errno
 import hashlib
 import os
+import re
+import secrets
+import stat
+import string
 import tempfile
 from pathlib import Path
 
@@ -25,44 +29,104 @@ def cache_dir() -> Path:
     return Path(base) / "hinet-deploy"
 
 
+# Temporary names: `.<output name>.hinet-partial-<pid>-<token><suffix>`. The writer's pid tells a
+# file left by a killed writer from one being written; the token's last 6 characters are a hash of
+# the rest of the name, so a name the writer did not make (a user's `.clip.mp4.20231.notes`) never
+# passes as ours and is never swept. The output name is shortened (by bytes) where the whole would
+# pass the folder's name limit (NAME_MAX, 255 bytes on Linux file systems).
+PARTIAL_TAG = "hinet-partial"
+_PARTIAL = re.compile(rb"^\.(?P<stem>.*)\." + PARTIAL_TAG.encode()
+                      + rb"-(?P<pid>[0-9]{1,10})-(?P<nonce>[a-z0-9]{8})(?P<check>[0-9a-f]{6})"
+                      + rb"(?P<suffix>(?:\.[A-Za-z0-9]{1,16}){0,2})$", re.DOTALL)
+_MAX_SUFFIX = 24  # bytes of the real suffix kept (".partial.mp4"): formats are picked by extension
+
+
+def _check(stem: bytes, pid: bytes, nonce: bytes, suffix: bytes) -> bytes:
+    return hashlib.blake2s(b"\0".join([stem, pid, nonce, suffix]), digest_size=3).hexdigest().encode()
+
+
+def _name_max(folder: Path) -> int:
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return 255
+
+
+def partial_name(path: Path, suffix: str = ".tmp") -> str:
+    """The temporary name of `path` for this process: a fresh token each call, within NAME_MAX."""
+    suffix_bytes = os.fsencode(suffix)[:_MAX_SUFFIX]
+    if not re.fullmatch(rb"(?:\.[A-Za-z0-9]{1,16}){0,2}", suffix_bytes):
+        suffix_bytes = b".tmp"
+    pid = str(os.getpid()).encode()
+    nonce = "".join(secrets.choice(string.ascii_lowercase + string.digits)
+                    for _ in range(8)).encode()
+    fixed = 2 + len(PARTIAL_TAG) + 2 + len(pid) + 8 + 6 + len(suffix_bytes)
+    stem = os.fsencode(path.name)[:max(1, _name_max(path.parent) - fixed)]
+    name = (b"." + stem + b"." + PARTIAL_TAG.encode() + b"-" + pid + b"-" + nonce
+            + _check(stem, pid, nonce, suffix_bytes) + suffix_bytes)
+    return os.fsdecode(name)
+
+
+def is_partial(name: str | bytes) -> int | None:
+    """The writer's pid where `name` is a temporary name partial_name made, else None."""
+    match = _PARTIAL.match(os.fsencode(name))
+    if match is None:
+        return None
+    parts = match.group("stem", "pid", "nonce", "suffix")
+    return int(match["pid"]) if _check(*parts) == match["check"] else None
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = ".tmp"):
     """Yields a temporary path in the target's folder; renames it onto `path` only on success.
     `suffix` ends the temporary name (tools that pick a format by extension need the real one)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # The writer's process id in the name: a file left by a killed writer is told apart from one
-    # being written (remove_stale_partials).
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=suffix,
-                               dir=path.parent)
-    os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the mode open() would
+    while True:
+        tmp = path.parent / partial_name(path, suffix)
+        try:  # O_EXCL: never onto anything that exists, as mkstemp; the mode open() would give
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 & ~umask | 0o600))
+            break
+        except FileExistsError:
+            continue
+    os.chmod(tmp, 0o666 & ~umask)
     try:
-        yield Path(tmp)
+        yield tmp
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
 
 
-def remove_stale_partials(path: str | os.PathLike) -> list[Path]:
-    """Removes the temporary files atomic_path left beside `path` in processes that are gone
-    (killed with -9, a machine that lost power); returns them. Live writers' files stay."""
-    path = Path(path)
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def remove_stale_partials(folder: str | os.PathLike) -> list[Path]:
+    """Removes, in one pass over `folder`, the temporary files atomic_path left there in processes
+    that are gone (killed with -9, a machine that lost power); returns them. Live writers' files
+    stay, and so does every name atomic_path did not make, whatever it looks like."""
     removed = []
-    for partial in path.parent.glob(f".{glob.escape(path.name)}.*"):
-        pid = partial.name[len(path.name) + 2:].split(".", 1)[0]
-        if not pid.isdigit():
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        pid = is_partial(entry.name)
+        if pid is None or pid == os.getpid() or _alive(pid):
             continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            partial.unlink(missing_ok=True)
-            removed.append(partial)
-        except PermissionError:  # alive, another user's
-            pass
+        with contextlib.suppress(OSError):
+            if entry.is_file(follow_symlinks=False):
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
     return removed
 
 
@@ -96,13 +160,34 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+_SPECIAL = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+            (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def special_kind(mode: int) -> str | None:
+    """What a file of this st_mode is where it is neither a regular file nor a folder: reading
+    one can block forever (a FIFO with no writer) or never end (/dev/zero)."""
+    return next((name for test, name in _SPECIAL if test(mode)), None)
+
+
+def not_regular(path: str | os.PathLike) -> str | None:
+    """Why `path` (links followed) is no regular file to read, or None where it is one."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        return "does not exist" if exc.errno == errno.ENOENT else f"cannot be read ({exc.strerror})"
+    if stat.S_ISDIR(mode):
+        return "is a directory, not a file"
+    kind = special_kind(mode)
+    return None if kind is None else f"is {kind}, not a regular file: left alone"
+
+
 def input_file(path: str | os.PathLike, what: str) -> Path:
-    """`path` if it is a non-empty file, else one error that says which of the three it is not."""
+    """`path` if it is a non-empty regular file, else one error that says what it is instead."""
     path = Path(path)
-    if path.is_dir():
-        raise HinetDeployError(f"{what} {path} is a directory, not a file")
-    if not path.is_file():
-        raise HinetDeployError(f"{what} {path} does not exist")
+    problem = not_regular(path)
+    if problem is not None:
+        raise HinetDeployError(f"{what} {path} {problem}")
     if path.stat().st_size == 0:
         raise HinetDeployError(f"{what} {path} is empty (0 bytes)")
     return path

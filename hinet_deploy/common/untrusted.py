@@ -5,19 +5,21 @@ images and videos from elsewhere), in one place:
   no symbolic link that leads out (`confined`);
 - a file named there is checked against the size and SHA-256 recorded beside it before it is used
   or shipped to another machine (`check_recorded`);
-- JSON is checked field by field for its types before anything reads it (`checked_fields`);
+- JSON is read bounded in size and parsed with every failure one line (`read_json`), then
+  checked field by field for its types before anything reads it (`checked_fields`);
 - what a file declares it will cost is bounded before anything is allocated or decompressed:
   archives by their declared sizes (`check_archive`), images and videos by their pixels
   (`check_pixels`). The limits and how to raise them are in the messages.
 """
 from __future__ import annotations
 
+import json
 import os
 import zipfile
 from pathlib import Path, PurePosixPath
 
-from hinet_deploy.common.errors import HinetDeployError
-from hinet_deploy.common.files import file_sha256
+from hinet_deploy.common.errors import HinetDeployError, first_line
+from hinet_deploy.common.files import file_sha256, not_regular
 
 MAX_PIXELS_ENV = "HINET_DEPLOY_MAX_PIXELS"
 MAX_ARCHIVE_ENV = "HINET_DEPLOY_MAX_CHECKPOINT_MB"
@@ -35,6 +37,9 @@ ARCHIVE_SHARE = 0.5  # of the memory available, for a checkpoint's declared cont
 def confined(folder: Path, relative, what: str) -> Path:
     """`folder / relative`, refused unless it stays inside `folder` (symbolic links resolved)."""
     text = str(relative)
+    if "\0" in text:
+        raise HinetDeployError(f"{what} names {text!r}, which holds a NUL byte: no file has such "
+                               f"a name; refused")
     parts = PurePosixPath(text.replace("\\", "/")).parts
     if not text or os.path.isabs(text) or text.startswith(("/", "\\")) or ".." in parts:
         raise HinetDeployError(f"{what} names {text!r}, outside its own folder {folder}: refused "
@@ -50,11 +55,37 @@ def confined(folder: Path, relative, what: str) -> Path:
     return path
 
 
+# The largest JSON file from elsewhere read (sidecars are a few kB; a 300 MB one is an attack).
+MAX_JSON_BYTES = 4 * 2**20
+
+
+def read_json(path: Path, what: str, limit: int = MAX_JSON_BYTES):
+    """The JSON value in `path`, read only if it is a regular file of at most `limit` bytes; any
+    way it can be malformed (bad UTF-8 or syntax, nesting too deep for the parser, integers with
+    more digits than Python converts) is one HinetDeployError naming the file."""
+    problem = not_regular(path)
+    if problem is not None:
+        raise HinetDeployError(f"{what} {path} {problem}")
+    size = Path(path).stat().st_size
+    if size > limit:
+        raise HinetDeployError(f"{what} {path} is {size / 2**20:.1f} MB, over the {limit / 2**20:.0f}"
+                               f" MB such a file can be: refused unread")
+    try:
+        with open(path, "rb") as f:
+            text = f.read(limit + 1).decode("utf-8")
+        return json.loads(text)
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        # ValueError: JSONDecodeError, and ints past sys.get_int_max_str_digits()
+        why = "nested too deeply" if isinstance(exc, RecursionError) else first_line(exc)
+        raise HinetDeployError(f"{what} {path} is not valid JSON ({why})") from None
+
+
 def check_recorded(path: Path, what: str, size: int | None = None,
                    sha256: str | None = None) -> None:
     """The file is the one recorded: its size, then its hash (where they were recorded)."""
-    if not Path(path).is_file():
-        raise HinetDeployError(f"{what} {path} does not exist")
+    problem = not_regular(path)
+    if problem is not None:
+        raise HinetDeployError(f"{what} {path} {problem}")
     actual = Path(path).stat().st_size
     if size is not None and actual != size:
         raise HinetDeployError(f"{what} {path} has {actual} bytes, not the {size} recorded: it is "

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hinet_deploy.common.errors import HinetDeployError
+from hinet_deploy.common.errors import HinetDeployError, first_line
 from hinet_deploy.common.lazy import require
 from hinet_deploy.common.progress import say
 from hinet_deploy.restore.files import restore_file
@@ -87,6 +87,7 @@ class FileRestorer(_ModelActor):
     def __init__(self, files, name: str, restorer_options: dict, options: RestoreOptions):
         super().__init__(files, name, restorer_options)
         self.options = options
+        self.notes: list[str] = []
 
     def _one(self, source: str, output: str, kind: str, start: int, end: int) -> str:
         job = Job(source, output, kind)
@@ -95,7 +96,7 @@ class FileRestorer(_ModelActor):
         span = None if start < 0 else (start, None if end < 0 else end)
         try:
             restore_file(Job(Path(source), Path(output), kind), self.restorer, self.options,
-                         span=span)
+                         span=span, log=self.notes.append)
         except Exception as exc:  # one line for this row, as the local runner says it
             return failure_text(exc)
         return ""
@@ -113,6 +114,7 @@ class FileRestorer(_ModelActor):
                 except OSError as exc:
                     return f"cannot read {source}: {exc}"
             error = self._one(str(local_in), str(local_out), job.kind, -1, -1)
+            self.notes = [n.replace(str(local_in), source) for n in self.notes]
             if error:
                 return error.replace(str(local_in), source)
             if is_uri(output):
@@ -123,11 +125,14 @@ class FileRestorer(_ModelActor):
         return ""
 
     def __call__(self, batch: dict) -> dict:
-        errors = [self._one(str(s), str(o), str(k), int(a), int(b)) for s, o, k, a, b in
-                  zip(batch["source"], batch["output"], batch["kind"], batch["start"],
-                      batch["end"])]
+        errors, notes = [], []
+        for s, o, k, a, b in zip(batch["source"], batch["output"], batch["kind"], batch["start"],
+                                 batch["end"]):
+            self.notes = []  # what the local runner would say of this file, relayed to the driver
+            errors.append(self._one(str(s), str(o), str(k), int(a), int(b)))
+            notes.append("\n".join(self.notes))
         return {"source": batch["source"], "output": batch["output"],
-                "error": np.array(errors, dtype=object)}
+                "error": np.array(errors, dtype=object), "notes": np.array(notes, dtype=object)}
 
 
 class ArrayRestorer(_ModelActor):
@@ -222,6 +227,7 @@ def _join(rows: list[dict]) -> list[dict]:
     for final, parts in by_final.items():
         parts.sort(key=lambda r: r["start"])
         error = next((r["error"] for r in parts if r["error"]), "")
+        notes = list(dict.fromkeys(n for r in parts for n in r.get("notes", "").split("\n") if n))
         if len(parts) > 1:
             try:
                 if not error:
@@ -232,7 +238,8 @@ def _join(rows: list[dict]) -> list[dict]:
             finally:
                 for r in parts:
                     Path(r["output"]).unlink(missing_ok=True)
-        joined.append({"source": parts[0]["source"], "output": final, "error": error})
+        joined.append({"source": parts[0]["source"], "output": final, "error": error,
+                       "notes": notes})
     return joined
 
 
@@ -265,8 +272,32 @@ def restore_files(jobs, model: Path, restorer_options: dict, options: RestoreOpt
     restored = dataset.map_batches(FileRestorer, fn_constructor_kwargs=kwargs,
                                    **_map_options(workers, gpus_per_worker, threads_per_worker))
     quiet_ray_data(quiet)  # Ray Data sets its loggers up when a dataset first runs: after that
-    done = {r["output"]: r for r in restored.take_all()}
-    return _join([{**row, "error": done[row["output"]]["error"]} for row in rows])
+    try:
+        done = {r["output"]: r for r in restored.take_all()}
+    except Exception as exc:  # Ray's wrappers of an actor's failure: the one line it stands for
+        raise HinetDeployError(worker_failure(exc, model)) from None
+    return _join([{**row, "error": done[row["output"]]["error"],
+                   "notes": done[row["output"]]["notes"]} for row in rows])
+
+
+def worker_failure(exc: BaseException, model: Path) -> str:
+    """The line an error of the Ray workers stands for: a HinetDeployError raised in an actor (a
+    model its machine cannot open: an engine without a GPU) as the local runner says it; else the
+    error's type and first line, without Ray's tracebacks."""
+    seen, todo = set(), [exc]
+    while todo:
+        error = todo.pop()
+        if error is None or id(error) in seen:
+            continue
+        seen.add(id(error))
+        if isinstance(error, HinetDeployError):
+            return str(error)
+        todo += [getattr(error, "cause", None), error.__cause__, error.__context__]
+    text = str(exc)
+    marker = "HinetDeployError: "
+    if marker in text:  # a cause Ray passed on only as text (an actor that died in __init__)
+        return text.rsplit(marker, 1)[1].strip().splitlines()[0]
+    return f"the Ray workers failed on {model.name}: {type(exc).__name__}: {first_line(exc)}"
 
 
 CONNECT_TIMEOUT_S = 5.0
@@ -309,9 +340,11 @@ class RayRuntime:
             ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
                      logging_level=logging.ERROR)
             logging.getLogger("ray.data").setLevel(logging.WARNING)  # its per-dataset INFO lines
-        except (ConnectionError, ValueError, RuntimeError) as exc:
-            self._release_stderr(show=True)
-            raise HinetDeployError(f"cannot connect to Ray at {self.address}: {exc}") from exc
+        except Exception as exc:  # Ray raises plain Exception when a local instance cannot start
+            self._release_stderr(show=False)
+            where = f"connect to Ray at {self.address}" if self.address else "start a local Ray"
+            raise HinetDeployError(f"cannot {where}: {type(exc).__name__}: "
+                                   f"{first_line(exc)}") from exc
         return self
 
     def _capture_stderr(self) -> None:
@@ -364,6 +397,8 @@ def run_restore_ray(plan: Plan, model: Path, restorer_options: dict, options: Re
     sweep_partials(todo)  # a worker killed mid-file leaves its partial; Ray redid the file
     by_source = {row["source"]: row for row in rows}
     for job in todo:
+        for note in by_source[str(job.source)]["notes"]:  # as the local runner says them
+            log(note)
         error = by_source[str(job.source)]["error"]
         if error:
             report.fail(job.source, error, log)

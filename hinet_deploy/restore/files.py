@@ -34,5 +34,7 @@ def restore_file(job: Job, restorer, options: RestoreOptions, span=None, log=Non
     _, image, error = read_image(job, options.max_pixels)
     if error is not None:
         raise HinetDeployError(error)
+    for note in image.notes if log is not None else ():
+        log(note)
     write_image(job, restorer(image.pixels), image, options.jpeg_quality)
     return 0

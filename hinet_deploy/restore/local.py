@@ -20,6 +20,8 @@ def _restore_images(jobs: list[Job], restorer, options: RestoreOptions, report: 
         job, image, error = loaded
         if error is not None:
             return job, image, None, error
+        for note in image.notes:
+            log(note)
         try:
             return job, image, restorer(image.pixels), None
         except Exception as exc:  # any error is this input's failure; the run goes on

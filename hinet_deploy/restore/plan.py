@@ -9,10 +9,12 @@ file named twice is restored once.
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from hinet_deploy.common.errors import HinetDeployError
+from hinet_deploy.common.files import special_kind
 from hinet_deploy.restore.uri import as_uri, filesystem, is_uri
 from hinet_deploy.runtime.image_files import FORMATS
 from hinet_deploy.runtime.video import VIDEO_SUFFIXES
@@ -51,8 +53,15 @@ class _LocalTree:
     """Inputs and outputs on this machine."""
 
     def entry(self, given) -> str | None:
-        path = Path(given)
-        return None if not path.exists() else "folder" if path.is_dir() else "file"
+        """None (missing), "folder", "file", or what else it is (a FIFO, a socket, a device):
+        never opened, since a FIFO with no writer blocks the run forever."""
+        try:
+            mode = os.stat(given).st_mode
+        except OSError:
+            return None
+        if stat.S_ISDIR(mode):
+            return "folder"
+        return special_kind(mode) or "file"
 
     def files(self, folder, skip: str, plan: Plan):
         """(file, its path inside folder) under `folder`, sorted, recursive, leaving out the folder
@@ -66,7 +75,17 @@ class _LocalTree:
             root_path = Path(root)
             dirs[:] = sorted(d for d in dirs if as_uri(root_path / d) != skip)
             for name in sorted(names):
-                yield root_path / name, (root_path / name).relative_to(folder).as_posix()
+                path = root_path / name
+                entry = self.entry(path)
+                if entry not in ("file", None):  # None: a dangling link, failed when read
+                    # A FIFO, socket or device is never opened: named as a failure where its
+                    # name says image or video, else ignored like any file of neither kind.
+                    if kind_of(name) is None:
+                        plan.ignored.append(path)
+                    else:
+                        plan.failed.append((path, f"is {entry}, not a regular file: left alone"))
+                    continue
+                yield path, path.relative_to(folder).as_posix()
 
     def source(self, given):
         return Path(given)
@@ -155,6 +174,8 @@ def plan_jobs(inputs, output) -> Plan:
                     plan.ignored.append(source)
                 else:
                     plan.jobs.append(Job(source, tree.join(output, relative), kind))
+        elif entry != "file":
+            plan.failed.append((given, f"is {entry}, not a regular file: left alone"))
         elif kind_of(given) is None:
             plan.failed.append((given, NOT_RESTORABLE))
         else:

@@ -50,11 +50,12 @@ def failure_text(exc: Exception) -> str:
 
 
 def sweep_partials(jobs) -> None:
-    """Removes the temporary files that processes now gone left beside the jobs' outputs: before a
-    run (an earlier run killed), and after one whose workers were killed and replaced."""
-    for job in jobs:
-        if not is_uri(job.output) and Path(job.output).parent.is_dir():
-            remove_stale_partials(job.output)
+    """Removes the temporary files that processes now gone left in the jobs' output folders: before
+    a run (an earlier run killed), and after one whose workers were killed and replaced. One pass
+    over each folder, however many outputs it holds."""
+    folders = {Path(job.output).parent for job in jobs if not is_uri(job.output)}
+    for folder in folders:
+        remove_stale_partials(folder)
 
 
 def prepare(plan: Plan, options: RestoreOptions, log) -> tuple[Report, list[Job]]:

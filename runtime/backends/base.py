@@ -7,6 +7,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from hinet_deploy.common.errors import HinetDeployError, first_line
 from hinet_deploy.common.limits import SizeLimits
 
 
@@ -25,11 +26,22 @@ class Backend(Protocol):
         """Releases what the backend holds; it is not used afterwards."""
 
 
+def _shape(batch) -> str:
+    return "x".join(str(int(d)) for d in getattr(batch, "shape", ()))
+
+
 class BackendBase:
     """The facts a backend module owns, so that no caller re-derives them from a file suffix:
     its one name (CLI, JSON, reports), the model files it opens, the extra that installs it, the
     options it sets when the Restorer tiles, how a worker gives it its CPU share, and which files
-    it needs on another machine. Subclasses take `path` and their own options in __init__."""
+    it needs on another machine. Subclasses take `path` and their own options in __init__.
+
+    The template (Polygraphy's infer -> infer_impl): `run`, `run_device` and `close` are this
+    class's alone. `run` refuses use after close, checks the batch against `limits`, calls
+    `run_impl`, refuses a non-finite output (NaN or inf is a broken model or input, never an
+    image) and turns any foreign error into one HinetDeployError naming the backend, the file and
+    the batch's shape. Subclasses implement `run_impl`, `close_impl` and, where they take tensors
+    on a GPU, `run_device_impl`."""
 
     name: str = ""
     suffixes: tuple[str, ...] = ()
@@ -57,3 +69,86 @@ class BackendBase:
         """The keyword options it takes."""
         params = list(inspect.signature(cls.__init__).parameters.values())[2:]  # self, path
         return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+    path: Path | None = None  # the model file, named in errors
+    limits: SizeLimits
+    closed: bool = False
+
+    def run_impl(self, batch: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def run_device_impl(self, batch):
+        raise NotImplementedError
+
+    def close_impl(self) -> None:
+        pass
+
+    @property
+    def runs_on_device(self) -> bool:
+        """Whether it takes torch tensors on a GPU itself (run_device) rather than host arrays."""
+        return type(self).run_device_impl is not BackendBase.run_device_impl
+
+    def _what(self, batch) -> str:
+        where = f" {Path(self.path).name}" if self.path is not None else ""
+        return f"{self.name}{where} on a batch of {_shape(batch)}"
+
+    def _check_batch(self, batch) -> None:
+        if self.closed:
+            raise HinetDeployError(f"the {self.name} backend{'' if self.path is None else ' of '}"
+                                   f"{'' if self.path is None else Path(self.path).name} was "
+                                   f"closed: open the model again")
+        shape = tuple(getattr(batch, "shape", ()))
+        if len(shape) != 4 or shape[1] != 3:
+            raise HinetDeployError(f"{self._what(batch)}: a batch is N x 3 x H x W")
+        multiple = self.limits.multiple
+        if shape[2] % multiple or shape[3] % multiple:
+            raise HinetDeployError(f"{self._what(batch)}: H and W must be multiples of {multiple}")
+        fixed, largest = self.limits.fixed_hw, self.limits.max_hw
+        if fixed is not None and tuple(shape[2:]) != tuple(fixed):
+            raise HinetDeployError(f"{self._what(batch)}: the model takes {fixed[0]}x{fixed[1]} "
+                                   f"only")
+        if largest is not None and (shape[2] > largest[0] or shape[3] > largest[1]):
+            raise HinetDeployError(f"{self._what(batch)}: the model's profile ends at "
+                                   f"{largest[0]}x{largest[1]}")
+
+    def _guarded(self, call, batch, finite):
+        self._check_batch(batch)
+        try:
+            out = call(batch)
+        except HinetDeployError:
+            raise
+        except Exception as exc:  # the framework's own types: one line naming what failed
+            raise HinetDeployError(f"{self._what(batch)} failed: {first_line(exc)}") from exc
+        bad = finite(out)
+        if bad:
+            raise HinetDeployError(f"{self._what(batch)} returned {bad} values that are NaN or "
+                                   f"infinite: the model (its weights) or the input is broken; "
+                                   f"nothing was written from it")
+        return out
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """N x 3 x H x W float32 in [0, 1] -> the restored batch, same shape, float32."""
+        if not isinstance(batch, np.ndarray) or batch.dtype.kind != "f":
+            raise HinetDeployError(f"{self._what(batch)}: a batch is a numpy float32 array, not "
+                                   f"{type(batch).__name__} of {getattr(batch, 'dtype', '?')}")
+        return self._guarded(self.run_impl, batch,
+                             lambda out: int(out.size - np.count_nonzero(np.isfinite(out))))
+
+    def run_device(self, batch):
+        """A torch tensor on the backend's GPU in, float32 on the same device out."""
+        if not self.runs_on_device:
+            raise HinetDeployError(f"the {self.name} backend takes host (numpy) batches only")
+
+        def non_finite(out) -> int:
+            import torch
+
+            return int(out.numel() - torch.isfinite(out).sum().item())
+
+        return self._guarded(self.run_device_impl, batch, non_finite)
+
+    def close(self) -> None:
+        """Releases what the backend holds; using it afterwards is an error that says so."""
+        if not self.closed:
+            self.closed = True
+            self.close_impl()
+

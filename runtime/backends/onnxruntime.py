@@ -7,12 +7,36 @@ import numpy as np
 
 from hinet_deploy.common.errors import HinetDeployError, first_line
 from hinet_deploy.common.lazy import require
-from hinet_deploy.export.metadata import OUTPUT_NAME, from_properties, graph_limits
+from hinet_deploy.export.metadata import (OUTPUT_NAME, check_external_files, from_properties,
+                                          graph_limits)
 from hinet_deploy.runtime.backends.base import BackendBase
 
 # Preferred order; only those the installed onnxruntime offers are used. The TensorRT EP needs the
 # full TensorRT libraries, so it is tried only when asked for explicitly.
 ORT_DEFAULT_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
+ORT_LOG_FATAL = 4  # SessionOptions.log_severity_level: 0 verbose .. 3 error, 4 fatal
+
+
+# A graph whose weights lie in external data files is small itself; larger graphs hold their
+# weights inline and are not parsed twice.
+EXTERNAL_DATA_GRAPH_BYTES = 64 * 2**20
+
+
+def _check_external_data(path: Path) -> None:
+    """The graph's external data files, checked before ONNX Runtime opens them (a FIFO there would
+    block it forever; a path leading out of the folder is refused): with the `onnx` package where
+    it is installed (the runtime-only install has none, and then ONNX Runtime's own checks stand)."""
+    try:
+        import onnx
+    except ImportError:
+        return
+    if path.stat().st_size > EXTERNAL_DATA_GRAPH_BYTES:
+        return
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # not a graph at all: ONNX Runtime's own refusal says so
+        return
+    check_external_files(model, path)
 
 
 class OnnxRuntimeBackend(BackendBase):
@@ -30,16 +54,20 @@ class OnnxRuntimeBackend(BackendBase):
         # The CPU arena keeps the largest allocations for reuse (fast for repeated whole images);
         # without it one 512x512 gopro tile peaks at 1.72 GB instead of 2.11 GB (README).
         options.enable_cpu_mem_arena = memory_arena
+        # ONNX Runtime's own log prints multi-line, coloured dumps of errors this backend already
+        # reports in one line (a bad external-data file, say): only its fatal messages are shown.
+        options.log_severity_level = ORT_LOG_FATAL
         available = ort.get_available_providers()
         wanted = list(providers) if providers else [p for p in ORT_DEFAULT_PROVIDERS if p in available]
         missing = [p for p in wanted if p not in available]
         if missing:
             raise HinetDeployError(f"onnxruntime here offers {', '.join(available)}, not "
                                    f"{', '.join(missing)}")
+        _check_external_data(self.path)
         try:
             self.session = ort.InferenceSession(str(self.path), options, providers=wanted)
         except Exception as exc:  # onnxruntime raises its own types for bad files
-            raise HinetDeployError(f"onnxruntime cannot load {self.path}: {exc}") from exc
+            raise HinetDeployError(f"onnxruntime cannot load {self.path}: {first_line(exc)}") from exc
         self.providers = self.session.get_providers()
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
@@ -55,16 +83,10 @@ class OnnxRuntimeBackend(BackendBase):
         # Tiled modes exist to bound memory: trade the arena's reuse for a lower peak.
         return {"memory_arena": False}
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        if self.session is None:
-            raise HinetDeployError(f"the ONNX Runtime session of {self.path.name} was closed")
-        feed = {self.input_name: batch.astype(self.input_dtype, copy=False)}
-        try:
-            out = self.session.run([self.output_name], feed)
-        except Exception as exc:  # onnxruntime's own types (InvalidArgument, Fail, ...)
-            raise HinetDeployError(f"onnxruntime could not run {self.path.name} on a batch of "
-                                   f"{'x'.join(map(str, batch.shape))}: {first_line(exc)}") from exc
+    def run_impl(self, batch: np.ndarray) -> np.ndarray:
+        out = self.session.run([self.output_name],
+                               {self.input_name: batch.astype(self.input_dtype, copy=False)})
         return out[0].astype(np.float32, copy=False)
 
-    def close(self) -> None:
+    def close_impl(self) -> None:
         self.session = None

@@ -66,15 +66,9 @@ class OpenVinoBackend(BackendBase):
         self.output = outputs[0] if outputs else self.compiled.outputs[0]
         self.request = self.compiled.create_infer_request()
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        if self.request is None:
-            raise HinetDeployError(f"the OpenVINO model of {self.path.name} was closed")
-        try:
-            result = self.request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})
-        except Exception as exc:
-            raise HinetDeployError(f"OpenVINO could not run {self.path.name} on a batch of "
-                                   f"{'x'.join(map(str, batch.shape))}: {exc}") from exc
+    def run_impl(self, batch: np.ndarray) -> np.ndarray:
+        result = self.request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})
         return np.array(result[self.output], dtype=np.float32)
 
-    def close(self) -> None:
+    def close_impl(self) -> None:
         self.request = self.compiled = None

@@ -1,6 +1,8 @@
 """PyTorch: a checkpoint run directly, the reference every other backend is measured against."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from hinet_deploy.common.lazy import require
@@ -19,21 +21,22 @@ class TorchBackend(BackendBase):
         self.torch = require("torch", "the PyTorch backend (a .pth/.pt model)")
         from hinet_deploy.export.checkpoint import load_checkpoint  # the earlier stage; needs torch
 
+        self.path = Path(path)
         self.loaded = load_checkpoint(path, variant)
         self.device = device
         self.net = self.loaded.net.to(device)
         self.limits = SizeLimits(multiple=self.loaded.size_multiple,
                                  width_factor=self.loaded.config.wf)
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
+    def run_impl(self, batch: np.ndarray) -> np.ndarray:
         with self.torch.inference_mode():
             x = self.torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
             return self.net(x)[1].float().cpu().numpy()
 
-    def run_device(self, batch):
+    def run_device_impl(self, batch):
         """A torch tensor in, float32 out on the same device; no copy when the model is there."""
         with self.torch.no_grad():
             return self.net(batch.to(self.device))[1].float().to(batch.device)
 
-    def close(self) -> None:
+    def close_impl(self) -> None:
         self.net = None

@@ -478,19 +478,19 @@ class TensorRtBackend(BackendBase):
             self.cache_file.save(bytes(self.runtime_cache.serialize()))
             self.cache_saved = True
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
+    def run_impl(self, batch: np.ndarray) -> np.ndarray:
         out = self.runner.run(batch)
         if not self.cache_saved:  # after the first run: its kernels are compiled now
             self._save_runtime_cache()
         return out
 
-    def run_device(self, batch):
+    def run_device_impl(self, batch):
         out = self.runner.run_device(batch)
         if not self.cache_saved:
             self._save_runtime_cache()
         return out
 
-    def close(self) -> None:
+    def close_impl(self) -> None:
         if self.runner is not None:
             self._save_runtime_cache()  # with what later shapes compiled too
             self.runner.close()
