@@ -41,7 +41,7 @@ print(json.dumps({"plan_s": planned - start, "prepare_s": done - planned, "total
 
 def make_tree(root: Path, count: int) -> tuple[Path, Path]:
     inputs, outputs = root / "in", root / "out"
-    inputs.mkdir()
+    inputs.mkdir(parents=True)
     outputs.mkdir()
     for i in range(count):
         name = f"frame{i:06d}.png"
