@@ -403,3 +403,45 @@ def test_threaded_codecs_restore_and_fail_many_times_without_hanging(tmp_path, s
                          timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.strip() == "12"
+
+
+def test_a_refused_video_is_refused_from_its_header_without_decoding(tmp_path, small_onnx):
+    """An 8K clip over the limit: refused before FFmpeg's probing decodes a frame (the peak of the
+    refusal stays near the interpreter's own)."""
+    from footage import ffmpeg
+
+    big = tmp_path / "big.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=7680x4320:rate=24:duration=0.25", "-c:v",
+           "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", big)
+    code = ("import resource, sys\nfrom hinet_deploy.cli import main\n"
+            "rc = main(sys.argv[1:])\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\nsys.exit(rc)")
+    run = subprocess.run([sys.executable, "-c", code, "restore", str(big), "-o",
+                          str(tmp_path / "out"), "--model", str(small_onnx), "--quiet",
+                          "--max-megapixels", "8"], capture_output=True, text=True, env=ENV)
+    assert run.returncode == 1 and "over the limit of 8.0 MP" in run.stdout, run.stdout
+    peak_mb = int(run.stdout.strip().splitlines()[-1])
+    # measured here: 120 MB; with the probing decode of the first frames, 187 MB
+    assert peak_mb < 155, peak_mb
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_during_video_encoding_leaves_no_partial(tmp_path, small_onnx, signum):
+    from test_restore import make_video
+
+    make_video(tmp_path / "long.mp4", 200, (640, 480), audio=False)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "hinet_deploy.cli", "restore",
+                             str(tmp_path / "long.mp4"), "-o", str(out), "--model",
+                             str(small_onnx)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=ENV)
+    deadline = time.monotonic() + 60
+    while not any(out.glob(".long.mp4.*")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    assert proc.poll() is None, "ended before the signal"
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signum, err
+    assert err.strip().splitlines()[-1] == f"stopped by {signal.Signals(signum).name}"
+    assert list(out.iterdir()) == []
