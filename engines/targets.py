@@ -56,9 +56,32 @@ def engines_unavailable(tensorrt: str | None = None) -> str | None:
         return f"cuda-bindings is not installed: {install_hint('trt')}"
     err, count = rt.cudaGetDeviceCount()
     if err != rt.cudaError_t.cudaSuccess or count == 0:
-        return "engines need an NVIDIA GPU and driver; none is usable here"
+        return f"engines need an NVIDIA GPU and driver: {no_gpu_text(rt, err)}"
     err, props = rt.cudaGetDeviceProperties(0)
     if err != rt.cudaError_t.cudaSuccess:
         return f"the GPU's properties cannot be read ({err})"
     name = props.name.decode(errors="replace").strip("\x00")
     return gpu_mismatch(trt_module.name, (props.major, props.minor), name, [])
+
+
+def nvidia_driver_present() -> bool:
+    """Whether the NVIDIA driver's user-space library loads here (libcuda, which every CUDA
+    runtime needs; a machine without an NVIDIA GPU has none)."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libcuda.so.1")
+        return True
+    except OSError:
+        return False
+
+
+def no_gpu_text(rt, err) -> str:
+    """Why no GPU can run an engine, in words that send the user the right way: without a driver
+    the CUDA runtime says "driver version is insufficient", which sends people to update a
+    driver that is not there."""
+    if not nvidia_driver_present():
+        return "no NVIDIA GPU here (no NVIDIA driver is installed)"
+    text = rt.cudaGetErrorString(err)[1].decode(errors="replace")
+    return f"none is usable here ({text})"
+

@@ -710,6 +710,39 @@ def _transcode(av, source, video, path: Path, restore, options: VideoOptions, fa
                        counts["packets"], counts["discarded"])
 
 
+def restore_frames(restore: Callable[[np.ndarray], np.ndarray], frames,
+                   depth: int | None = None):
+    """PyAV video frames in (a decoder's, a camera's), restored PyAV frames out, in order, with
+    what the pixels travel with kept: each frame's presentation time and time base, pixel format,
+    and colour signalling (range, matrix, primaries, transfer). The frames go to RGB and back with
+    their own matrix and range, not PyAV's default (BT.601), as `restore` does for files.
+
+        with Restorer("gopro.onnx") as restorer, av.open("in.mp4") as source:
+            for frame in restore_frames(restorer, source.decode(video=0)):
+                output.mux(encoder.encode(frame))
+
+    Decoding, restoring and the caller's encoding overlap (runtime.stream), `depth` frames at most
+    waiting in each stage."""
+    from hinet_deploy.runtime.stream import DEFAULT_DEPTH
+
+    av = _av()
+
+    def one(frame):
+        deep = max((c.bits for c in frame.format.components), default=8) > 8
+        rgb = "rgb48le" if deep else "rgb24"
+        matrix = SWSCALE_MATRIX.get(int(frame.colorspace))
+        color_range = int(frame.color_range) or None
+        pixels = frame.to_ndarray(format=rgb, src_colorspace=matrix, src_color_range=color_range)
+        out = av.VideoFrame.from_ndarray(restore(pixels), format=rgb).reformat(
+            format=frame.format.name, dst_colorspace=matrix, dst_color_range=color_range)
+        out.pts, out.time_base = frame.pts, frame.time_base
+        out.colorspace, out.color_range = frame.colorspace, frame.color_range
+        out.color_primaries, out.color_trc = frame.color_primaries, frame.color_trc
+        return out
+
+    return pipelined(one, frames, DEFAULT_DEPTH if depth is None else depth)
+
+
 def join_segments(src: Path, parts: list[Path], dst: Path) -> int:
     """One video from restored segments, in order, with the source's other streams copied:
     packets are remuxed, never re-encoded. Returns the number of video packets."""

@@ -60,3 +60,23 @@ def test_main_job_end_to_end(tmp_path):
     assert len(rows) == len(HELD_OUT)
     gains = [float(row.split("|")[5].strip().split()[0]) for row in rows]
     assert min(gains) >= MIN_GAIN_DB
+
+
+def test_a_photo_of_ones_own_gets_its_own_files_and_the_restore_line(tmp_path):
+    """`demo --image X` writes X's own images, never over the held-out photo's, and the demo ends
+    with the restore command to run on one's own files."""
+    from PIL import Image
+
+    photo = tmp_path / "beach.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 80, 3), np.uint8)).save(photo)
+    out = tmp_path / "out"
+    (out).mkdir()
+    (out / "side_by_side.png").write_bytes(b"the held-out photo's")
+    result = subprocess.run([sys.executable, "-m", "hinet_deploy.cli", "demo", "-o", str(out),
+                             "--image", str(photo)], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    assert (out / "side_by_side.png").read_bytes() == b"the held-out photo's"
+    for name in ["clean", "noisy", "restored", "side_by_side"]:
+        assert (out / f"beach.{name}.png").stat().st_size > 0
+    graph = out / "hinet-demo-denoise.onnx"
+    assert f"hinet-deploy restore YOUR_FILES -o restored/ --model {graph}" in result.stdout

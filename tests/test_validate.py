@@ -180,3 +180,22 @@ def test_bench_reports_memory_and_skips_a_size_that_would_not_fit(tmp_path, monk
     assert all("would need about" in r["reason"] for r in report["not_run"])
     table = bench_module.markdown(report)
     assert "| 6400x4800 | 1 | pytorch | fp32 | not run: would need about" in table
+
+
+def test_a_busy_machine_is_said_beside_the_timings():
+    """The checks print the load before and after, and warn in one line when it was over half a
+    load per core; the readings come from the machine's own load average."""
+    import os
+    import time
+
+    from hinet_deploy.checks.timing import MachineLoad
+
+    quiet = MachineLoad()
+    quiet.before, quiet.after = 0.0, 0.1
+    assert "warning" not in quiet.report() and "before 0.00, after 0.10" in quiet.report()
+    busy = MachineLoad()
+    busy.before, busy.after = 0.0, (os.cpu_count() or 1) * 0.6
+    assert busy.report().splitlines()[1].startswith("warning: the machine was busy")
+    with MachineLoad() as load:
+        time.sleep(0.01)
+    assert load.report().startswith("load average (1 min) before ")

@@ -308,3 +308,32 @@ def test_the_output_codec_follows_the_input(tmp_path, small_onnx, codec, pix_fmt
         stream = container.streams.video[0]
         assert stream.codec_context.codec.canonical_name == family
         assert stream.codec_context.format.name == (pix_fmt if codec != "mpeg4" else "yuv420p")
+
+
+def test_restore_frames_keeps_times_tags_and_format_of_pyav_frames(tmp_path, small_onnx):
+    """The Python way to restore a stream of PyAV frames: each comes back with its own time,
+    pixel format and colour tags, converted with its own matrix (the same pixels `restore`
+    writes for the file)."""
+    from hinet_deploy.runtime import Restorer
+    from hinet_deploy.runtime.video import restore_frames
+
+    source = tmp_path / "hd.mkv"
+    make_video(source, frames=5, size=(128, 96), tags=(1, 1, 1, 1), pix_fmt="yuv422p")
+    with av.open(str(source)) as container:
+        frames = list(container.decode(video=0))
+    with Restorer(small_onnx) as restorer:
+        restored = list(restore_frames(restorer, iter(frames)))
+        own = [restorer(f.to_ndarray(format="rgb24", src_colorspace=1, src_color_range=1))
+               for f in frames]
+    assert [(f.pts, f.time_base) for f in restored] == [(f.pts, f.time_base) for f in frames]
+    for before, after, pixels in zip(frames, restored, own):
+        assert after.format.name == before.format.name == "yuv422p"
+        assert (int(after.colorspace), int(after.color_primaries), int(after.color_trc),
+                int(after.color_range)) == (1, 1, 1, 1)
+        back = after.to_ndarray(format="rgb24", src_colorspace=1, src_color_range=1)
+        trip = av.VideoFrame.from_ndarray(pixels, format="rgb24").reformat(
+            format="yuv422p", dst_colorspace=1, dst_color_range=1).to_ndarray(
+            format="rgb24", src_colorspace=1, src_color_range=1)  # the same pixels' own round trip
+        assert np.abs(back.astype(int) - trip).max() <= 1
+    with pytest.raises(Exception, match="depth must be a whole number of at least 1, not 0"):
+        list(restore_frames(lambda x: x, iter(frames), depth=0))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import os
 import platform
 import statistics
 import sys
@@ -95,3 +96,31 @@ def freed_memory_kept():
         libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
         libc.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
         libc.malloc_trim(0)
+
+
+# Over this load average per core the machine was busy while a check timed: its numbers mislead
+# (a loaded run printed a 2.26x speed-up where the quiet machine gives 12x).
+BUSY_LOAD_PER_CORE = 0.5
+
+
+class MachineLoad:
+    """The 1-minute load average before and after a timed check, and the warning a busy machine
+    deserves: `with MachineLoad() as load: ...; print(load.report())`."""
+
+    def __enter__(self):
+        self.before = os.getloadavg()[0]
+        return self
+
+    def __exit__(self, *exc):
+        self.after = os.getloadavg()[0]
+        return False
+
+    def report(self) -> str:
+        cores = os.cpu_count() or 1
+        line = (f"load average (1 min) before {self.before:.2f}, after {self.after:.2f}, on "
+                f"{cores} cores")
+        if max(self.before, self.after) > BUSY_LOAD_PER_CORE * cores:
+            line += (f"\nwarning: the machine was busy (load over {BUSY_LOAD_PER_CORE:g} per "
+                     f"core): these timings mislead; run again on a quiet machine")
+        return line
+

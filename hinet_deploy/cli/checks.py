@@ -6,11 +6,13 @@ import tempfile
 from pathlib import Path
 
 from hinet_deploy.calib.photos import DEMO_NOISE_SIGMA
+from hinet_deploy.checks.timing import MachineLoad
 from hinet_deploy.cli.args import (add_choice_options, add_int8_options, calib_options,
                                    checkpoint_or_demo, command,
                                    noise_level, positive_int, size_type)
 from hinet_deploy.common.errors import HinetDeployError
-from hinet_deploy.common.files import DEFAULT_OUTPUT_DIR, atomic_path, output_file, writable_dir
+from hinet_deploy.common.files import (DEFAULT_OUTPUT_DIR, atomic_path, input_file, output_file,
+                                       writable_dir)
 from hinet_deploy.export.precision import (CALIBRATION_METHODS, DEFAULT_CALIBRATION,
                                            DEFAULT_FLOAT_LAYERS)
 from hinet_deploy.runtime.tiling import DEFAULT_MODE, MODES
@@ -45,9 +47,12 @@ def cmd_claims(args) -> int:
     from hinet_deploy.checks.claims import markdown, measure_claims, write_outputs
 
     output_file(args.json, "--json")
-    report = measure_claims(args.tasks, args.backends, tuple(args.size), args.repeats, args.threads)
+    with MachineLoad() as load:
+        report = measure_claims(args.tasks, args.backends, tuple(args.size), args.repeats,
+                                args.threads)
     md, png = write_outputs(report, args.json)
     print(markdown(report))
+    print(load.report())
     print(f"json: {args.json}, table: {md}, chart: {png}")
     return 0
 
@@ -57,8 +62,8 @@ def add_macs(sub):
                  "--variant gopro", "--ckpt HINet-SIDD-0.5x.pth --size 512 512",
                  "--onnx hinet-out/gopro.onnx --json")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--variant", help="an official variant (gopro, reds, sidd-1x, ...)")
-    src.add_argument("--ckpt", type=Path, help="a checkpoint")
+    src.add_argument("--variant", help="an official variant (gopro, reds, sidd-1x, ...) or demo")
+    src.add_argument("--ckpt", type=Path, help="a checkpoint (`demo` for the shipped demo model)")
     src.add_argument("--onnx", type=Path, help="an exported graph")
     p.add_argument("--size", type=positive_int, nargs=2, metavar=("H", "W"), default=(256, 256),
                    help="input height and width counted at (default 256 256, the paper's)")
@@ -80,8 +85,13 @@ def cmd_macs(args) -> int:
         from hinet_deploy.export.checkpoint import load_checkpoint, random_model
         from hinet_deploy.export.onnx_export import export_onnx
 
-        loaded = random_model(args.variant) if args.variant else load_checkpoint(args.ckpt)
-        name = args.variant or args.ckpt.name
+        from hinet_deploy.export.shipped import DEMO_CHECKPOINT
+
+        # `demo` names the shipped demo model, as build --ckpt demo does
+        ckpt = DEMO_CHECKPOINT if "demo" in (args.variant, str(args.ckpt)) else args.ckpt
+        loaded = load_checkpoint(input_file(ckpt, "checkpoint")) if ckpt else \
+            random_model(args.variant)
+        name = "demo" if ckpt == DEMO_CHECKPOINT else args.variant or args.ckpt.name
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "count.onnx"
             export_onnx(loaded, path, verify_shapes=[], log=lambda m: None)
@@ -230,8 +240,10 @@ def cmd_validate(args) -> int:
     writable_dir(args.out_dir, "--out-dir")
     if args.json:
         output_file(args.json, "--json")
-    report, text = validate(ckpt, args.data, args.sigma, args.mode, args.out_dir, args.json)
+    with MachineLoad() as load:
+        report, text = validate(ckpt, args.data, args.sigma, args.mode, args.out_dir, args.json)
     print(text)
+    print(load.report())
     print(f"report: {args.out_dir / 'report.md'}, {args.json or args.out_dir / 'report.json'}")
     return 130 if report["interrupted"] else 0
 
@@ -262,12 +274,14 @@ def cmd_bench(args) -> int:
     writable_dir(args.out_dir, "--out-dir")
     json_path = output_file(args.json or args.out_dir / "bench.json", "--json")
     req = GraphRequest(ckpt=ckpt, out_dir=args.out_dir / "graphs")
-    report = bench(ckpt, req, tuple(args.sizes or DEFAULT_SIZES), tuple(args.batch),
-                   args.repeats, args.threads)
+    with MachineLoad() as load:
+        report = bench(ckpt, req, tuple(args.sizes or DEFAULT_SIZES), tuple(args.batch),
+                       args.repeats, args.threads)
     write_json(report, json_path)
     table = markdown(report)
     with atomic_path(json_path.with_suffix(".md")) as tmp:
         tmp.write_text(table + "\n")
     print(table)
+    print(load.report())
     print(f"json: {json_path}, table: {json_path.with_suffix('.md')}")
     return 0

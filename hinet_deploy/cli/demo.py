@@ -27,6 +27,12 @@ def cmd_demo(args) -> int:
     print(f"hinet-deploy demo -> {args.out_dir}")
     rows = run_demo(args.out_dir, args.image, args.seed)
     print(format_rows(rows))
-    print(f"images: {args.out_dir}/side_by_side.png (noisy | restored | clean) and "
-          f"clean/noisy/restored.png for {rows[0].image}")
+    from hinet_deploy.demo.run import demo_image_name
+
+    names = [demo_image_name(kind, args.image) for kind in ("clean", "noisy", "restored")]
+    print(f"images: {args.out_dir / demo_image_name('side_by_side', args.image)} (noisy | "
+          f"restored | clean) and {', '.join(names)} for {rows[0].image}")
+    graph = args.out_dir / "hinet-demo-denoise.onnx"
+    print(f"restore your own photos and videos with the graph it wrote: hinet-deploy restore "
+          f"YOUR_FILES -o restored/ --model {graph}")
     return 0

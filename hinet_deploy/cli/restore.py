@@ -162,5 +162,5 @@ def cmd_restore(args) -> int:
                 writable_dir(*folder)  # once the model opened: a bad model creates nothing
             report = run_restore(plan, restorer, options, log)
     report.seconds = time.perf_counter() - start
-    print(summary(report, plan))
+    print(summary(report, plan, args.output))
     return 1 if report.failed else 0

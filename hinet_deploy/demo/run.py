@@ -1,7 +1,8 @@
 """The main job on the embedded demo model: export it, restore held-out noisy photographs, show it.
 
 Writes, under the output folder: the verified ONNX graph, and for the chosen image clean.png,
-noisy.png, restored.png and side_by_side.png (noisy | restored | clean).
+noisy.png, restored.png and side_by_side.png (noisy | restored | clean); for a photo of the
+user's, those names after its own (`beach.side_by_side.png`).
 """
 from __future__ import annotations
 
@@ -74,8 +75,15 @@ def run_demo(out_dir: Path, image_path: Path | None = None, seed: int = 0,
             if i == 0:
                 for file, im in [("clean", clean), ("noisy", noisy), ("restored", restored),
                                  ("side_by_side", side_by_side(noisy, restored, clean))]:
-                    write_image(out_dir / f"{file}.png", im)
+                    write_image(out_dir / demo_image_name(file, image_path), im)
     return rows
+
+
+def demo_image_name(kind: str, image_path: Path | None = None) -> str:
+    """The file a demo image goes to: `side_by_side.png` for the held-out photographs, and for a
+    photo of the user's its own name first (`beach.side_by_side.png`), so that demos of different
+    photos never overwrite each other's."""
+    return f"{kind}.png" if image_path is None else f"{Path(image_path).stem}.{kind}.png"
 
 
 def format_rows(rows: list[DemoRow]) -> str:

@@ -70,14 +70,20 @@ def prepare(plan: Plan, options: RestoreOptions, log) -> tuple[Report, list[Job]
     return report, todo
 
 
-def summary(report: Report, plan: Plan) -> str:
+def two_significant(value: float) -> str:
+    """A rate as people read it: two significant digits (0.052, 0.55, 5.5), whole from 10 up."""
+    return f"{value:.0f}" if value >= 10 else f"{value:.2g}"
+
+
+def summary(report: Report, plan: Plan, output=None) -> str:
+    """The run in one line; `output` (the -o given): where it wrote, said last."""
     parts = [f"restored {len(report.restored)}"]
     if report.frames:
         parts[0] += f" ({report.frames} video frames)"
     if report.seconds is not None and report.restored:
         images = len(report.restored) - report.videos
-        rate = f"{images / report.seconds:.2f} images/s" if not report.videos else \
-            f"{report.frames / report.seconds:.1f} frames/s" if not images else None
+        rate = f"{two_significant(images / report.seconds)} images/s" if not report.videos else \
+            f"{two_significant(report.frames / report.seconds)} frames/s" if not images else None
         parts[0] += f" in {report.seconds:.1f} s" + (f" ({rate})" if rate else "")
     if report.skipped:
         parts.append(f"skipped {report.skipped} whose output exists (--overwrite to redo them)")
@@ -92,4 +98,6 @@ def summary(report: Report, plan: Plan) -> str:
     if report.stopped:
         parts.append(f"stopped: {report.stopped}; {report.not_tried} not tried (a re-run restores "
                      f"them, keeping what finished)")
+    if output is not None and (report.restored or report.skipped):
+        parts.append(f"written to {output}")
     return ", ".join(parts)

@@ -32,7 +32,7 @@ from hinet_deploy.common.limits import SizeLimits
 from hinet_deploy.common.untrusted import check_recorded
 from hinet_deploy.engines.plugin.support import register_plugin
 from hinet_deploy.engines.sidecar import EngineSidecar, read_sidecar, sidecar_path
-from hinet_deploy.engines.targets import gpu_mismatch, rtx_runs_on
+from hinet_deploy.engines.targets import gpu_mismatch, no_gpu_text, rtx_runs_on
 from hinet_deploy.engines.tensorrt_module import collecting_logger, import_tensorrt
 from hinet_deploy.export.hin_spec import PLUGIN_VERSION
 from hinet_deploy.export.metadata import OUTPUT_NAME
@@ -154,8 +154,8 @@ class CudaDevice:
         self.rt = require("cuda.bindings.runtime", "running TensorRT engines")
         err, count = self.rt.cudaGetDeviceCount()
         if err != self.rt.cudaError_t.cudaSuccess or not count:
-            raise HinetDeployError(f"running a TensorRT engine needs an NVIDIA GPU and driver; "
-                                   f"none is usable here ({self.error_text(err)})")
+            raise HinetDeployError(f"running a TensorRT engine needs an NVIDIA GPU and driver: "
+                                   f"{no_gpu_text(self.rt, err)}")
         if not 0 <= device < count:
             raise HinetDeployError(f"there is no CUDA device {device}; this machine has {count}")
         self.device = device
