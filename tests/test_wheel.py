@@ -200,3 +200,29 @@ def test_demo_runs_from_the_wheel_alone(wheel, tmp_path):
                          cwd=project, capture_output=True, text=True, env=env)
     assert run.returncode == 0, run.stderr[-2000:]
     assert (project / "out" / "side_by_side.png").is_file()
+
+
+# JetPack 6: Ubuntu 22.04 on aarch64 (glibc 2.35), Python 3.10. What pip's resolver takes for the
+# runtime extras there, from the built wheel and the package index alone.
+JETPACK_6 = ["--platform", "manylinux_2_35_aarch64", "--platform", "manylinux_2_28_aarch64",
+             "--platform", "manylinux_2_17_aarch64", "--platform", "manylinux2014_aarch64",
+             "--python-version", "3.10", "--implementation", "cp", "--only-binary=:all:"]
+
+
+def test_the_jetson_line_resolves_for_jetpack_6(wheel, tmp_path):
+    """The README's Jetson row, checked: the runtime extras resolve to aarch64 wheels for Python
+    3.10 and pull no torch (JetPack's own stays) and no TensorRT (JetPack brings it)."""
+    import json
+
+    report = tmp_path / "report.json"
+    run = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed",
+                          "--quiet", *JETPACK_6, "--target", str(tmp_path / "target"), "--report",
+                          str(report), f"{wheel}[onnxruntime,video,jetson]"],
+                         capture_output=True, text=True, timeout=600)
+    if run.returncode != 0 and "No matching distribution" not in run.stderr and \
+            ("Could not fetch" in run.stderr or "connection" in run.stderr.lower()):
+        pytest.skip(f"the package index is not reachable: {run.stderr.strip()[-200:]}")
+    assert run.returncode == 0, run.stderr[-2000:]
+    names = {item["metadata"]["name"].lower() for item in json.loads(report.read_text())["install"]}
+    assert {"hinet-deploy", "numpy", "pillow", "onnxruntime", "av", "cuda-bindings"} <= names
+    assert not names & {"torch", "tensorrt", "tensorrt-rtx", "ray", "openvino"}, names

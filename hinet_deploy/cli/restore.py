@@ -40,7 +40,7 @@ def add_restore(sub):
     p.add_argument("--mode", choices=MODES, default=DEFAULT_MODE,
                    help=f"blended tiles, the official 256 grids, or the whole image at once "
                         f"(default {DEFAULT_MODE}: the best measured quality and least memory; "
-                        f"README)")
+                        f"docs/restore.md)")
     p.add_argument("--tile", type=positive_int, default=None,
                    help=f"tile size in pixels for --mode blend (a multiple of 16; default "
                         f"{DEFAULT_TILE})")
