@@ -7,7 +7,7 @@ Each size gets an input folder of N (empty) .png files and an output folder hold
 outputs plus N/10 files of the user's that merely look like partials. Each round runs, in a fresh
 child process per size (its peak memory is its own), the restore command's own steps: plan_jobs,
 then prepare (the sweep and the skip). Sizes alternate their order from round to round. Printed:
-median seconds and spread per size, peak memory (ru_maxrss of the child, which includes the
+median seconds and spread per size, peak memory (the child's VmHWM, which includes the
 interpreter), and the ratio of the largest to the smallest: linear cost gives a ratio near the
 ratio of the sizes (10 for 10k -> 100k); a glob of the output folder per output gave ~100.
 """
@@ -23,9 +23,14 @@ import tempfile
 from pathlib import Path
 
 CHILD = """
-import json, resource, sys, time
+import json, sys, time
 from hinet_deploy.restore.plan import plan_jobs
 from hinet_deploy.restore.report import RestoreOptions, prepare
+
+
+def peak_mb():  # VmHWM: this process's own peak (ru_maxrss would carry the forking parent's)
+    line = next(l for l in open("/proc/self/status") if l.startswith("VmHWM"))
+    return int(line.split()[1]) / 1024
 
 start = time.perf_counter()
 plan = plan_jobs([sys.argv[1]], sys.argv[2])
@@ -35,7 +40,7 @@ done = time.perf_counter()
 assert not todo and report.skipped == len(plan.jobs), (len(todo), report.skipped)
 print(json.dumps({"plan_s": planned - start, "prepare_s": done - planned, "total_s": done - start,
                   "jobs": len(plan.jobs),
-                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "peak_mb": peak_mb()}))
 """
 
 

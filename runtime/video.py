@@ -134,13 +134,13 @@ def check_video_options(options: VideoOptions) -> None:
     """The encoder exists and encodes video, its quality is in its range, the pixel format is one
     FFmpeg knows and the encoder takes: one line each, before any work."""
     av = _av()
+    if options.pix_fmt:
+        try:
+            av.video.format.VideoFormat(options.pix_fmt)
+        except (ValueError, av.error.FFmpegError) as exc:
+            raise HinetDeployError(f"--pix-fmt {options.pix_fmt} is not a pixel format FFmpeg "
+                                   f"knows ({exc})") from exc
     if options.codec is None:  # chosen per input (follow_input), from encoders that exist
-        if options.pix_fmt:
-            try:
-                av.video.format.VideoFormat(options.pix_fmt)
-            except (ValueError, av.error.FFmpegError) as exc:
-                raise HinetDeployError(f"--pix-fmt {options.pix_fmt} is not a pixel format FFmpeg "
-                                       f"knows ({exc})") from exc
         return
     check_encoder(options.codec)
     codec = av.codec.Codec(options.codec, "w")
@@ -152,11 +152,6 @@ def check_video_options(options: VideoOptions) -> None:
         raise HinetDeployError(f"--crf {options.crf} is outside {options.codec}'s range "
                                f"{low}-{high}")
     if options.pix_fmt:
-        try:
-            av.video.format.VideoFormat(options.pix_fmt)
-        except (ValueError, av.error.FFmpegError) as exc:
-            raise HinetDeployError(f"--pix-fmt {options.pix_fmt} is not a pixel format FFmpeg "
-                                   f"knows ({exc})") from exc
         offered = [f.name for f in (codec.video_formats or [])]
         if offered and options.pix_fmt not in offered:
             raise HinetDeployError(f"{options.codec} does not take --pix-fmt {options.pix_fmt}; "

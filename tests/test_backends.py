@@ -89,3 +89,20 @@ def test_one_name_per_backend():
     assert list(backends.BACKENDS) == ["onnxruntime", "pytorch", "tensorrt", "openvino"]
     assert all(cls.name == name and cls.suffixes and cls.extra in EXTRA_OF.values()
                for name, cls in BACKENDS.items())
+
+
+def test_a_new_backend_row_is_a_contender_of_every_check(gain_row, tmp_path, monkeypatch):
+    """One row and its check_runs: validate, bench and fidelity compare it with no other edit."""
+    from hinet_deploy.build.flow import GraphRequest
+    from hinet_deploy.checks import contenders as module
+
+    graph = tmp_path / "m.onnx"
+    graph.write_text("stand-in")
+    monkeypatch.setattr(module, "precision_graphs", lambda req, precisions: [("fp32", graph)])
+    monkeypatch.setattr(GainBackend, "check_runs", classmethod(
+        lambda cls, models: [("half", models.graphs["fp32"], (("padding", "x"),))]), raising=False)
+    found = module.contenders(tmp_path / "m.pth", GraphRequest(out_dir=tmp_path))
+    assert found[0].key == module.BASELINE
+    mine = [c for c in found if c.backend == "gain"]
+    assert [(c.name, c.model, c.options) for c in mine] == [("gain:half", graph,
+                                                             (("padding", "x"),))]

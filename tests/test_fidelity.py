@@ -37,9 +37,9 @@ OPENVINO_BF16_MIN_PSNR_VS_FP32 = 50.0  # BF16 must stay this close to FP32 to be
 
 
 def test_openvino_rows_are_there_and_bf16_stays_close(rows):
-    from hinet_deploy.checks.contenders import openvino_precisions
+    from hinet_deploy.checks.contenders import precisions_here
 
-    wanted = [f"openvino {p}" for p in openvino_precisions()]
+    wanted = [f"openvino {p}" for p in precisions_here("openvino")]
     assert [name for name in rows if name.startswith("openvino")] == wanted
     if "openvino fp32" in rows:
         assert rows["openvino fp32"].worst_psnr_vs_torch > 60

@@ -253,3 +253,61 @@ def test_the_runtime_rule_catches_torch_two_hops_away(tmp_path):
     modules = {"pkg.entry": tmp_path / "entry.py", "pkg.helper": tmp_path / "helper.py"}
     assert _export_only_reached(["pkg.entry"], modules) == [
         "pkg.entry -> pkg.helper:4 imports torch", "pkg.entry -> pkg.helper:4 imports torch.nn"]
+
+
+# Backends as data: the checks reach backends only through the table (BACKENDS and its helpers),
+# never a backend's class or module; and no backend overrides the template's run, run_device or
+# close (BackendBase checks input, output and the closed state there, once for all).
+TABLE_NAMES = {"BACKENDS", "Backend", "BackendBase", "ModelFiles", "backend_class", "open_backend"}
+TEMPLATE = {"run", "run_device", "close"}
+
+
+def _backend_imports(folder: Path) -> list[str]:
+    bad = []
+    for path in sorted(folder.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                if node.module.startswith("hinet_deploy.runtime.backends."):
+                    bad.append(f"{path.name}:{node.lineno} imports {node.module}")
+                elif node.module == "hinet_deploy.runtime.backends":
+                    bad += [f"{path.name}:{node.lineno} takes {a.name}" for a in node.names
+                            if a.name not in TABLE_NAMES]
+            elif isinstance(node, ast.Import):
+                bad += [f"{path.name}:{node.lineno} imports {a.name}" for a in node.names
+                        if a.name.startswith("hinet_deploy.runtime.backends.")]
+    return bad
+
+
+def test_no_check_imports_a_backend_class_or_module():
+    assert _backend_imports(REPO / "hinet_deploy" / "checks") == []
+
+
+def test_the_backend_import_rule_catches_one(tmp_path):
+    (tmp_path / "bad.py").write_text(
+        "from hinet_deploy.runtime.backends import BACKENDS, TorchBackend\n"
+        "def f():\n    from hinet_deploy.runtime.backends.openvino import native_precisions\n")
+    assert _backend_imports(tmp_path) == [
+        "bad.py:1 takes TorchBackend", "bad.py:3 imports hinet_deploy.runtime.backends.openvino"]
+
+
+def _template_overrides(folder: Path) -> list[str]:
+    bad = []
+    for path in sorted(folder.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ClassDef) and node.name != "BackendBase" and any(
+                    ast.unparse(b).endswith("BackendBase") for b in node.bases):
+                bad += [f"{path.name}: {node.name}.{f.name}" for f in node.body
+                        if isinstance(f, ast.FunctionDef) and f.name in TEMPLATE]
+    return bad
+
+
+def test_no_backend_defines_the_templates_methods():
+    assert _template_overrides(REPO / "runtime" / "backends") == []
+
+
+def test_the_template_rule_catches_one(tmp_path):
+    (tmp_path / "mine.py").write_text(
+        "class Mine(BackendBase):\n    def run_impl(self, b):\n        return b\n"
+        "    def run(self, b):\n        return b\n"
+        "class Other:\n    def run(self, b):\n        return b\n")
+    assert _template_overrides(tmp_path) == ["mine.py: Mine.run"]

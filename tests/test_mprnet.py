@@ -190,10 +190,10 @@ def test_claims_with_openvino(tmp_path):
     """OpenVINO runs both networks' verified graphs; its rows stand beside ONNX Runtime's."""
     pytest.importorskip("openvino", reason="OpenVINO is not installed (the openvino extra)")
     from hinet_deploy.checks.claims import measure_claims
-    from hinet_deploy.checks.contenders import openvino_precisions
+    from hinet_deploy.checks.contenders import precisions_here
 
     backends = ("onnxruntime", "openvino") + (("openvino-bf16",) if "bf16" in
-                                              openvino_precisions() else ())
+                                              precisions_here("openvino") else ())
     report = measure_claims(["sidd-0.5x"], backends, (32, 32), repeats=1, threads=1,
                             log=lambda m: None)
     (task,) = report["tasks"]

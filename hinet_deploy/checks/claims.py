@@ -25,7 +25,7 @@ from hinet_deploy.common.errors import HinetDeployError
 from hinet_deploy.common.files import atomic_path
 from hinet_deploy.common.limits import HINET_SIZE_MULTIPLE
 from hinet_deploy.common.progress import say
-from hinet_deploy.runtime.backends import OnnxRuntimeBackend, OpenVinoBackend, TorchBackend
+from hinet_deploy.runtime.backends import BACKENDS as BACKEND_TABLE
 from hinet_deploy.checks.timing import (alternated_rounds, device_name, freed_memory_kept,
                                         spread_ms)
 
@@ -53,10 +53,10 @@ CLAIMS = {
     "reds": Claim("reds", "deblur", 170.71, 760.11, 27.0, 90.1, 3.3),
     "rain13k": Claim("rain13k", "derain", 170.71, 141.28, 27.0, 37.4, 1.4),
 }
-PYTORCH_FP16 = f"{TorchBackend.name}-fp16"  # PyTorch in half precision on a CUDA GPU
-OPENVINO_BF16 = f"{OpenVinoBackend.name}-bf16"  # OpenVINO on a CPU with native BF16
-BACKENDS = (TorchBackend.name, OnnxRuntimeBackend.name, PYTORCH_FP16, OpenVinoBackend.name,
-            OPENVINO_BF16)
+PYTORCH, ONNX_RUNTIME, OPENVINO = "pytorch", "onnxruntime", "openvino"  # rows of BACKEND_TABLE
+PYTORCH_FP16 = f"{PYTORCH}-fp16"  # PyTorch in half precision on a CUDA GPU
+OPENVINO_BF16 = f"{OPENVINO}-bf16"  # OpenVINO on a CPU with native BF16
+BACKENDS = (PYTORCH, ONNX_RUNTIME, PYTORCH_FP16, OPENVINO, OPENVINO_BF16)
 
 
 @dataclass
@@ -115,10 +115,10 @@ def _runners(models: dict[str, Model], backend: str, height: int, width: int, th
     import torch
 
     x = np.random.default_rng(0).random((1, 3, height, width), dtype=np.float32)
-    graph_backends = {OnnxRuntimeBackend.name: (OnnxRuntimeBackend,
-                                                {"providers": ["CPUExecutionProvider"]}),
-                      OpenVinoBackend.name: (OpenVinoBackend, {"precision": "fp32"}),
-                      OPENVINO_BF16: (OpenVinoBackend, {"precision": "bf16"})}
+    graph_backends = {ONNX_RUNTIME: (BACKEND_TABLE[ONNX_RUNTIME],
+                                     {"providers": ["CPUExecutionProvider"]}),
+                      OPENVINO: (BACKEND_TABLE[OPENVINO], {"precision": "fp32"}),
+                      OPENVINO_BF16: (BACKEND_TABLE[OPENVINO], {"precision": "bf16"})}
     if backend in graph_backends:  # the verified ONNX graphs of both networks
         cls, fixed = graph_backends[backend]
         options = {**fixed, **(cls.worker_options(threads) if threads else {})}

@@ -1,16 +1,19 @@
 """What the checks compare: one list of contenders, each a backend (by its one name), a precision
-and the model file it runs, with PyTorch FP32 on the checkpoint as the baseline of all of them."""
+and the model file it runs, with PyTorch FP32 on the checkpoint as the baseline of all of them.
+
+The list is data: every row of the backend table says what it runs here (`check_runs`), so this
+module names no backend class and a new backend is compared by validate, bench and fidelity with
+no edit here."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from hinet_deploy.build.flow import GraphRequest, precision_graphs
-from hinet_deploy.runtime.backends import (OnnxRuntimeBackend, OpenVinoBackend, TensorRtBackend,
-                                           TorchBackend)
+from hinet_deploy.build.flow import PRECISIONS, GraphRequest, precision_graphs
+from hinet_deploy.runtime.backends import BACKENDS, ModelFiles
 
 # The reference every check measures against: the checkpoint in PyTorch, FP32.
-BASELINE = (TorchBackend.name, "fp32")
+BASELINE = ("pytorch", "fp32")
 
 
 @dataclass(frozen=True)
@@ -24,28 +27,25 @@ class Contender:
     def key(self) -> tuple[str, str]:
         return self.backend, self.precision
 
-
-def contenders(ckpt: Path, req: GraphRequest, engines=()) -> list[Contender]:
-    """The baseline, ONNX Runtime on each precision's graph, and each engine built for the checks
-    (engines: [(precision, engine path)])."""
-    found = [Contender(*BASELINE, Path(ckpt))]
-    found += [Contender(OnnxRuntimeBackend.name, precision, graph)
-              for precision, graph in precision_graphs(req)]
-    found += [Contender(TensorRtBackend.name, precision, engine) for precision, engine in engines]
-    fp32 = next(c.model for c in found if c.key == (OnnxRuntimeBackend.name, "fp32"))
-    found += [Contender(OpenVinoBackend.name, precision, fp32, (("precision", precision),))
-              for precision in openvino_precisions()]
-    return found
+    @property
+    def name(self) -> str:
+        """`backend:precision`, e.g. `openvino:bf16`."""
+        return f"{self.backend}:{self.precision}"
 
 
-def openvino_precisions() -> list[str]:
-    """OpenVINO's precisions that run here: none without it, bf16 only on CPUs with it."""
-    import importlib.util
+def contenders(ckpt: Path, req: GraphRequest, engines=(), precisions=PRECISIONS) -> list[Contender]:
+    """The baseline first, then what each backend of the table runs here, in the table's order:
+    the graphs of `precisions`, each engine built for the checks (engines: [(precision, engine
+    path)])."""
+    models = ModelFiles(Path(ckpt), dict(precision_graphs(req, precisions)), dict(engines))
+    found = [Contender(name, precision, model, tuple(options))
+             for name, cls in BACKENDS.items()
+             for precision, model, options in cls.check_runs(models)]
+    return sorted(found, key=lambda c: c.key != BASELINE)  # stable: the table's order after it
 
-    if importlib.util.find_spec("openvino") is None:
-        return []
-    import openvino
 
-    from hinet_deploy.runtime.backends.openvino import native_precisions
-
-    return ["fp32"] + (["bf16"] if "bf16" in native_precisions(openvino.Core()) else [])
+def precisions_here(backend: str) -> list[str]:
+    """The precisions `backend` runs here on an FP32 graph (OpenVINO: fp32, and bf16 where the CPU
+    has it natively; none where it is not installed)."""
+    probe = ModelFiles(Path("model.pth"), {"fp32": Path("model.onnx")})
+    return [precision for precision, _, _ in BACKENDS[backend].check_runs(probe)]

@@ -15,10 +15,13 @@ import numpy as np
 from hinet_deploy.calib.photos import DEMO_NOISE_SIGMA, HELD_OUT, add_gaussian_noise, load_photo
 from hinet_deploy.export.shipped import DEMO_CHECKPOINT
 from hinet_deploy.common.files import atomic_path
-from hinet_deploy.build.flow import PRECISIONS, GraphRequest, precision_graphs
-from hinet_deploy.checks.contenders import openvino_precisions
+from hinet_deploy.build.flow import PRECISIONS, GraphRequest
+from hinet_deploy.checks.contenders import BASELINE, contenders
 from hinet_deploy.runtime import Restorer
 from hinet_deploy.runtime.metrics import psnr, ssim
+
+
+ONNX_RUNTIME = "onnxruntime"  # its rows are labelled by the graph's precision alone
 
 
 @dataclass
@@ -45,11 +48,11 @@ def fidelity(req: GraphRequest, precisions=PRECISIONS, images=HELD_OUT,
     with Restorer(ckpt) as reference:
         torch_out = {name: reference(im) for name, im in noisy.items()}
     rows = []
-    runs = [(precision, graph, {}) for precision, graph in precision_graphs(req, precisions)]
-    fp32 = next((graph for precision, graph, _ in runs if precision == "fp32"), None)
-    if fp32 is not None:  # OpenVINO runs the FP32 graph at its own precision
-        runs += [(f"openvino {p}", fp32, {"backend": "openvino", "precision": p})
-                 for p in openvino_precisions()]
+    # Every contender but the baseline (the reference above): the graphs in ONNX Runtime, labelled
+    # by their precision, and what other backends run on them, labelled "backend precision".
+    runs = [(c.precision if c.backend == ONNX_RUNTIME else f"{c.backend} {c.precision}", c.model,
+             {"backend": c.backend, **dict(c.options)})
+            for c in contenders(ckpt, req, precisions=precisions) if c.key != BASELINE]
     for precision, graph, options in runs:
         with Restorer(graph, **options) as restore:
             outs = {name: restore(im) for name, im in noisy.items()}

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hinet_deploy.common.errors import HinetDeployError
-from hinet_deploy.runtime.backends.base import Backend, BackendBase
+from hinet_deploy.runtime.backends.base import Backend, BackendBase, ModelFiles
 from hinet_deploy.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from hinet_deploy.runtime.backends.openvino import OpenVinoBackend
 from hinet_deploy.runtime.backends.pytorch import TorchBackend
@@ -23,7 +23,7 @@ from hinet_deploy.runtime.backends.tensorrt import TensorRtBackend
 BACKENDS: dict[str, type[BackendBase]] = {
     cls.name: cls for cls in (OnnxRuntimeBackend, TorchBackend, TensorRtBackend, OpenVinoBackend)}
 
-__all__ = ["BACKENDS", "Backend", "BackendBase", "OnnxRuntimeBackend", "OpenVinoBackend",
+__all__ = ["BACKENDS", "Backend", "BackendBase", "ModelFiles", "OnnxRuntimeBackend", "OpenVinoBackend",
            "TensorRtBackend", "TorchBackend",
            "backend_class", "open_backend"]
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -28,6 +29,16 @@ class Backend(Protocol):
 
 def _shape(batch) -> str:
     return "x".join(str(int(d)) for d in getattr(batch, "shape", ()))
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """What the checks have of one model: the checkpoint, its graph per precision and its engines
+    per precision. Each backend says which of them it runs here (BackendBase.check_runs)."""
+
+    checkpoint: Path
+    graphs: dict = field(default_factory=dict)  # precision -> ONNX graph
+    engines: dict = field(default_factory=dict)  # precision -> engine
 
 
 class BackendBase:
@@ -57,6 +68,13 @@ class BackendBase:
     def worker_options(cls, threads: int) -> dict:
         """Options that hold it to `threads` CPU threads (a Ray worker's share)."""
         return {cls.threads_option: threads} if cls.threads_option else {}
+
+    @classmethod
+    def check_runs(cls, models: ModelFiles) -> list[tuple[str, Path, tuple]]:
+        """(precision, model file, options as (name, value) pairs) for each way this backend runs
+        the model here: the contenders of validate, bench and fidelity come from these, backend
+        by backend (checks.contenders), so a new backend is compared without another edit."""
+        return []
 
     @classmethod
     def model_files(cls, path: Path) -> list[Path]:

@@ -79,6 +79,10 @@ class OnnxRuntimeBackend(BackendBase):
         self.limits = graph_limits(meta, dims)  # dynamic graphs take any batch and size
 
     @classmethod
+    def check_runs(cls, models) -> list:
+        return [(precision, graph, ()) for precision, graph in models.graphs.items()]
+
+    @classmethod
     def tiled_defaults(cls) -> dict:
         # Tiled modes exist to bound memory: trade the arena's reuse for a lower peak.
         return {"memory_arena": False}

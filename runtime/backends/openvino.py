@@ -34,6 +34,25 @@ class OpenVinoBackend(BackendBase):
     extra = "openvino"
     threads_option = "threads"
 
+    @classmethod
+    def runnable_precisions(cls) -> list[str]:
+        """The precisions that run here: none without OpenVINO, bf16 only on CPUs with it."""
+        import importlib.util
+
+        if importlib.util.find_spec("openvino") is None:
+            return []
+        import openvino
+
+        return ["fp32"] + (["bf16"] if "bf16" in native_precisions(openvino.Core()) else [])
+
+    @classmethod
+    def check_runs(cls, models) -> list:
+        graph = models.graphs.get("fp32")  # OpenVINO runs the FP32 graph at its own precision
+        if graph is None:
+            return []
+        return [(precision, graph, (("precision", precision),))
+                for precision in cls.runnable_precisions()]
+
     def __init__(self, path, precision: str = "fp32", threads: int | None = None):
         ov = require("openvino", "running graphs with OpenVINO")
         self.path = Path(path)

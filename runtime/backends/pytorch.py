@@ -17,6 +17,10 @@ class TorchBackend(BackendBase):
     suffixes = (".pth", ".pt")
     extra = "export"
 
+    @classmethod
+    def check_runs(cls, models) -> list:
+        return [("fp32", models.checkpoint, ())]  # the reference every check measures against
+
     def __init__(self, path, variant: str | None = None, device: str = "cpu"):
         self.torch = require("torch", "the PyTorch backend (a .pth/.pt model)")
         from hinet_deploy.export.checkpoint import load_checkpoint  # the earlier stage; needs torch

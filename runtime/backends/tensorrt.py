@@ -376,6 +376,10 @@ class TensorRtBackend(BackendBase):
     extra = "trt"
 
     @classmethod
+    def check_runs(cls, models) -> list:
+        return [(precision, engine, ()) for precision, engine in models.engines.items()]
+
+    @classmethod
     def model_files(cls, path: Path) -> list[Path]:
         """The engine, its sidecar and the graph the sidecar names where it lies inside the
         engine's folder (a graph elsewhere, or a path leading out, is neither read nor shipped:
