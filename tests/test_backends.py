@@ -2,6 +2,8 @@
 is one class plus one row (a small test backend here)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pytest
 
@@ -10,8 +12,15 @@ from hinet_deploy.common.lazy import EXTRA_OF
 from hinet_deploy.common.limits import SizeLimits
 from hinet_deploy.runtime import Restorer
 from hinet_deploy.runtime import backends
+from hinet_deploy.runtime.backends.base import option
 from hinet_deploy.runtime.backends import (BACKENDS, BackendBase, OnnxRuntimeBackend,
                                            TorchBackend, backend_class, open_backend)
+
+
+@dataclass(frozen=True)
+class GainOptions:
+    threads: int | None = option(None, "CPU threads", threads=True)
+    padding: str = option("none", "how tiles are padded", tiled="tiled")
 
 
 class GainBackend(BackendBase):
@@ -20,18 +29,13 @@ class GainBackend(BackendBase):
     name = "gain"
     suffixes = (".gain", ".onnx")  # also runs .onnx files, so it is never their default
     extra = "onnxruntime"
+    Options = GainOptions
     opened = []
 
     def __init__(self, path, threads: int | None = None, padding: str = "none"):
         self.gain = 0.5 if path.suffix == ".onnx" else float(path.read_text())
         self.limits = SizeLimits(multiple=4)
         GainBackend.opened.append({"threads": threads, "padding": padding})
-
-    @classmethod
-    def tiled_defaults(cls) -> dict:
-        return {"padding": "tiled"}
-
-    threads_option = "threads"
 
     def run_impl(self, batch: np.ndarray) -> np.ndarray:
         return batch * np.float32(self.gain)
@@ -106,3 +110,40 @@ def test_a_new_backend_row_is_a_contender_of_every_check(gain_row, tmp_path, mon
     mine = [c for c in found if c.backend == "gain"]
     assert [(c.name, c.model, c.options) for c in mine] == [("gain:half", graph,
                                                              (("padding", "x"),))]
+
+
+def test_each_backends_options_are_its_keywords():
+    """The Options dataclass is the one statement of what a backend takes: its __init__ keywords
+    are its fields, with the same defaults."""
+    import dataclasses
+    import inspect
+
+    for cls in [*BACKENDS.values(), GainBackend]:
+        params = list(inspect.signature(cls.__init__).parameters.values())[2:]
+        fields = dataclasses.fields(cls.Options)
+        assert [(p.name, p.default) for p in params] == [(f.name, f.default) for f in fields], cls
+
+
+def test_a_new_backend_row_reaches_the_cli_ray_and_the_dependency_table(gain_row):
+    """The same one row: `restore --help` offers its options naming it, a Ray worker holds it to
+    its threads, and the optional-dependency table knows what it imports."""
+    from hinet_deploy.cli import build_parser
+    from hinet_deploy.runtime.backends import optional_dependencies
+
+    parser = build_parser()
+    restore = next(a for a in parser._subparsers._group_actions[0].choices.items()
+                   if a[0] == "restore")[1]
+    text = " ".join(restore.format_help().split())
+    assert "--padding PADDING how tiles are padded (gain)" in text
+    assert "--threads THREADS CPU threads (default: all) (onnxruntime, openvino, gain)" in text
+    args = parser.parse_args(["restore", "x.png", "-o", "out", "--model", "m.gain",
+                              "--padding", "mirror"])
+    from hinet_deploy.cli.restore import backend_options
+
+    assert backend_options(args) == {"padding": "mirror"}
+    assert gain_row.worker_options(2) == {"threads": 2}
+    GainBackend.requires = ("gainlib",)
+    try:
+        assert optional_dependencies()["gainlib"] == "onnxruntime"
+    finally:
+        GainBackend.requires = ()

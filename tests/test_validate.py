@@ -199,3 +199,26 @@ def test_a_busy_machine_is_said_beside_the_timings():
     with MachineLoad() as load:
         time.sleep(0.01)
     assert load.report().startswith("load average (1 min) before ")
+
+
+def test_validate_rotates_who_goes_first_image_by_image(tmp_path):
+    """As every check's rounds alternate: image i starts with contender i mod n, while the results
+    keep the contenders' order."""
+    from types import SimpleNamespace
+
+    calls = []
+
+    def restorer(key):
+        return lambda image: calls.append(key) or image
+
+    validation = Validation.__new__(Validation)
+    keys = [("pytorch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "fp16")]
+    validation.restorers = {key: restorer(key) for key in keys}
+    validation.results = {key: SimpleNamespace(images=[]) for key in keys}
+    validation.images_done, validation.sample = 0, None
+    image = np.zeros((16, 16, 3), np.uint8)
+    for i in range(3):
+        pair = SimpleNamespace(name=f"im{i}", load=lambda: (image, image))
+        validation._one_image(pair)
+    assert [calls[i * 3] for i in range(3)] == keys  # each contender went first once
+    assert list(validation.sample[3]) == keys

@@ -2,7 +2,8 @@
 the clean images, per image and in total, with a report people can look at.
 
 Images are the outer loop, so an interrupted run has complete results for the images it finished;
-the JSON is rewritten after each image.
+the JSON is rewritten after each image. The contenders take turns going first, image by image,
+as every check's rounds alternate (checks.timing: a fixed order favours whoever runs second).
 """
 from __future__ import annotations
 
@@ -65,6 +66,7 @@ class Validation:
                                              **dict(c.options))
             self.results[c.key] = ContenderResult(c.backend, c.precision, str(c.model))
         self.interrupted = False
+        self.images_done = 0
         self.sample = None  # (name, degraded, clean, {key: output}) of the first image
 
     def run(self, json_path: Path | None, log=say) -> dict:
@@ -92,10 +94,14 @@ class Validation:
     def _one_image(self, pair) -> None:
         degraded, clean = pair.load()
         outputs, seconds = {}, {}
-        for key, restorer in self.restorers.items():
+        keys = list(self.restorers)
+        turn = self.images_done % len(keys)  # who goes first rotates image by image (checks.timing)
+        for key in keys[turn:] + keys[:turn]:
             start = time.perf_counter()
-            outputs[key] = restorer(degraded)
+            outputs[key] = self.restorers[key](degraded)
             seconds[key] = time.perf_counter() - start
+        self.images_done += 1
+        outputs = {key: outputs[key] for key in keys}  # reported in the contenders' order
         reference = outputs[BASELINE]
         for key, out in outputs.items():
             self.results[key].images.append(ImageResult(

@@ -83,7 +83,10 @@ def main(argv=None, parser: argparse.ArgumentParser | None = None) -> int:
     try:
         return args.func(args)
     except ModuleNotFoundError as exc:
-        line = missing_module_message(exc.name or "", f"`hinet-deploy {args.command}`")
+        from hinet_deploy.runtime.backends import optional_dependencies
+
+        line = missing_module_message(exc.name or "", f"`hinet-deploy {args.command}`",
+                                      optional_dependencies())
         if line is None or args.debug:
             raise
         print(f"error: {line}", file=sys.stderr)

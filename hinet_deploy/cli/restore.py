@@ -34,9 +34,6 @@ def add_restore(sub):
     p.add_argument("--backend", choices=tuple(BACKENDS), default=None,
                    help="what runs the model (default: by its file type: .pth pytorch, .onnx "
                         "onnxruntime, .engine tensorrt)")
-    p.add_argument("--precision", default=None,
-                   help="for backends that choose one at run time: openvino fp32 (default) or "
-                        "bf16 (CPUs with native BF16)")
     p.add_argument("--mode", choices=MODES, default=DEFAULT_MODE,
                    help=f"blended tiles, the official 256 grids, or the whole image at once "
                         f"(default {DEFAULT_MODE}: the best measured quality and least memory; "
@@ -71,8 +68,6 @@ def add_restore(sub):
                         "encoder takes them, else yuv420p, or yuv420p10le for deeper sources)")
     p.add_argument("--verbose", action="store_true",
                    help="show the video encoders' own logs (x265's, SVT-AV1's)")
-    p.add_argument("--threads", type=positive_int, default=None,
-                   help="CPU threads of ONNX Runtime (default: all)")
     p.add_argument("--ray", action="store_true",
                    help="restore on a Ray cluster (the `cluster` extra): the same inputs, outputs "
                         "and exit codes")
@@ -85,7 +80,41 @@ def add_restore(sub):
                    help="with --ray: GPUs per actor (1 for one engine per GPU; default 0)")
     p.add_argument("--threads-per-worker", type=positive_int, default=1,
                    help="with --ray: CPU threads per actor (default 1)")
+    add_backend_options(p)
     p.set_defaults(func=cmd_restore)
+
+
+BACKEND_OPTION = "backend_option_"  # the dest prefix of the options the backend table declares
+
+
+def add_backend_options(p) -> None:
+    """One --NAME per option a backend of the table offers (its Options' fields marked cli), with
+    the backends that take it: the table is the one place options are declared."""
+    from hinet_deploy.runtime.backends import BACKENDS
+
+    offered: dict[str, tuple] = {}
+    for name, cls in BACKENDS.items():
+        for f in cls.option_fields():
+            if f.metadata.get("cli"):
+                offered.setdefault(f.name, (f, []))[1].append(name)
+    group = p.add_argument_group("backend options", "each is taken by the backends it names")
+    for field_name, (f, owners) in offered.items():
+        flag = "--" + field_name.replace("_", "-")
+        help_text = f"{f.metadata['help']} ({', '.join(owners)})"
+        kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
+        if kind.startswith("bool"):
+            group.add_argument(flag, dest=BACKEND_OPTION + field_name, action="store_const",
+                               const=True, default=None, help=help_text)
+        else:
+            group.add_argument(flag, dest=BACKEND_OPTION + field_name, default=None,
+                               type=positive_int if kind.startswith("int") else str,
+                               metavar=field_name.upper(), help=help_text)
+
+
+def backend_options(args) -> dict:
+    """The backend options given on the command line (those left out keep the backend's own)."""
+    return {dest[len(BACKEND_OPTION):]: value for dest, value in vars(args).items()
+            if dest.startswith(BACKEND_OPTION) and value is not None}
 
 
 def _restore_plan(args):
@@ -133,9 +162,7 @@ def cmd_restore(args) -> int:
     start = time.perf_counter()
     plan, folder = _restore_plan(args)
     video = _video_options(args, plan)
-    extra = {"threads": args.threads} if args.threads else {}
-    if args.precision is not None:
-        extra["precision"] = args.precision
+    extra = backend_options(args)
     max_pixels = None if args.max_megapixels is None else int(args.max_megapixels * 1e6)
     options = RestoreOptions(args.overwrite, args.quiet, args.jpeg_quality, video, max_pixels)
     restorer_options = {"backend": args.backend, "mode": args.mode, "tile": args.tile,

@@ -67,14 +67,15 @@ def install_hint(extra: str) -> str:
     return install_line(extra) + (f" ({note})" if note else "")
 
 
-def extra_for(module: str) -> str | None:
-    """The extra that installs `module` (a dotted name), or None when no extra does."""
-    return EXTRA_OF.get(module.split(".")[0])
+def extra_for(module: str, table: dict | None = None) -> str | None:
+    """The extra that installs `module` (a dotted name), or None when no extra does; `table`: the
+    whole optional-dependency table where a caller has it (runtime.backends adds its rows)."""
+    return (table or EXTRA_OF).get(module.split(".")[0])
 
 
-def missing_module_message(module: str, purpose: str) -> str | None:
+def missing_module_message(module: str, purpose: str, table: dict | None = None) -> str | None:
     """The one line for a missing optional module, or None for a module no extra brings."""
-    extra = extra_for(module)
+    extra = extra_for(module, table)
     if extra is None:
         return None
     return f"{purpose} needs {module}, which is not installed: {install_hint(extra)}"

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hinet_deploy.common.errors import HinetDeployError
+from hinet_deploy.common.lazy import EXTRA_OF
 from hinet_deploy.runtime.backends.base import Backend, BackendBase, ModelFiles
 from hinet_deploy.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from hinet_deploy.runtime.backends.openvino import OpenVinoBackend
@@ -25,7 +26,14 @@ BACKENDS: dict[str, type[BackendBase]] = {
 
 __all__ = ["BACKENDS", "Backend", "BackendBase", "ModelFiles", "OnnxRuntimeBackend", "OpenVinoBackend",
            "TensorRtBackend", "TorchBackend",
-           "backend_class", "open_backend"]
+           "backend_class", "open_backend", "optional_dependencies"]
+
+
+def optional_dependencies() -> dict[str, str]:
+    """The optional-dependency table, module -> extra: the ground's rows (common.lazy.EXTRA_OF)
+    and each backend's own (`requires` and `extra`), so a new backend's row is in it too."""
+    return {**EXTRA_OF, **{module: cls.extra for cls in BACKENDS.values() for module in
+                           cls.requires}}
 
 
 def backend_class(path, backend: str | None = None) -> type[BackendBase]:
@@ -59,9 +67,5 @@ def open_backend(path, backend: str | None = None, *, tiled: bool = False,
     cls = backend_class(path, backend)
     if tiled:
         options = {**cls.tiled_defaults(), **options}
-    accepted = cls.options()
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise HinetDeployError(f"{cls.name} ({path.suffix} files) does not take "
-                               f"{', '.join(unknown)}; it takes {', '.join(accepted) or 'no options'}")
-    return cls(path, **options)
+    chosen = cls.make_options(**options)
+    return cls(path, **{f.name: getattr(chosen, f.name) for f in cls.option_fields()})

@@ -1,7 +1,7 @@
 """The contract every backend keeps, and what each states about itself beside running."""
 from __future__ import annotations
 
-import inspect
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -31,6 +31,21 @@ def _shape(batch) -> str:
     return "x".join(str(int(d)) for d in getattr(batch, "shape", ()))
 
 
+def option(default, help: str, *, cli: bool = True, threads: bool = False, tiled=None):
+    """A field of a backend's options (vs-mlrt's option dataclasses): its default and help; `cli`:
+    `restore` offers it as --NAME; `threads`: it holds the backend to N CPU threads (a Ray worker's
+    share); `tiled`: its value where the Restorer runs tiles and the caller did not set it."""
+    meta = {"help": help, "cli": cli, "threads": threads}
+    if tiled is not None:
+        meta["tiled"] = tiled
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """A backend that takes no options."""
+
+
 @dataclass(frozen=True)
 class ModelFiles:
     """What the checks have of one model: the checkpoint, its graph per precision and its engines
@@ -57,17 +72,37 @@ class BackendBase:
     name: str = ""
     suffixes: tuple[str, ...] = ()
     extra: str = ""  # the extra that brings what it needs (common.lazy.EXTRA_OF)
-    threads_option: str | None = None  # the option that sets its CPU threads, if it has one
+    requires: tuple[str, ...] = ()  # the modules it imports, for the optional-dependency table
+    Options: type = NoOptions  # a frozen dataclass of option() fields: its __init__'s keywords
+
+    @classmethod
+    def option_fields(cls) -> tuple:
+        return dataclasses.fields(cls.Options)
+
+    @classmethod
+    def options(cls) -> list[str]:
+        """The keyword options it takes: its Options' fields."""
+        return [f.name for f in cls.option_fields()]
+
+    @classmethod
+    def make_options(cls, **given):
+        """Its Options from keywords; one that it does not take is one line naming those it does."""
+        unknown = sorted(set(given) - set(cls.options()))
+        if unknown:
+            raise HinetDeployError(f"{cls.name} ({', '.join(cls.suffixes)} files) does not take "
+                                   f"{', '.join(unknown)}; it takes "
+                                   f"{', '.join(cls.options()) or 'no options'}")
+        return cls.Options(**given)
 
     @classmethod
     def tiled_defaults(cls) -> dict:
         """Options for tiled modes, where the caller did not set them."""
-        return {}
+        return {f.name: f.metadata["tiled"] for f in cls.option_fields() if "tiled" in f.metadata}
 
     @classmethod
     def worker_options(cls, threads: int) -> dict:
         """Options that hold it to `threads` CPU threads (a Ray worker's share)."""
-        return {cls.threads_option: threads} if cls.threads_option else {}
+        return {f.name: threads for f in cls.option_fields() if f.metadata.get("threads")}
 
     @classmethod
     def check_runs(cls, models: ModelFiles) -> list[tuple[str, Path, tuple]]:
@@ -82,11 +117,6 @@ class BackendBase:
         folder there, under their own names)."""
         return [Path(path)]
 
-    @classmethod
-    def options(cls) -> list[str]:
-        """The keyword options it takes."""
-        params = list(inspect.signature(cls.__init__).parameters.values())[2:]  # self, path
-        return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
 
     path: Path | None = None  # the model file, named in errors
     limits: SizeLimits

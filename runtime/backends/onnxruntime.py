@@ -1,6 +1,7 @@
 """ONNX Runtime: an ONNX graph (FP32, FP16 or Q/DQ), on the CPU or a CUDA GPU."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ from hinet_deploy.common.errors import HinetDeployError, first_line
 from hinet_deploy.common.lazy import require
 from hinet_deploy.export.metadata import (OUTPUT_NAME, check_external_files, from_properties,
                                           graph_limits)
-from hinet_deploy.runtime.backends.base import BackendBase
+from hinet_deploy.runtime.backends.base import BackendBase, option
 
 # Preferred order; only those the installed onnxruntime offers are used. The TensorRT EP needs the
 # full TensorRT libraries, so it is tried only when asked for explicitly.
@@ -39,11 +40,21 @@ def _check_external_data(path: Path) -> None:
     check_external_files(model, path)
 
 
+@dataclass(frozen=True)
+class OnnxRuntimeOptions:
+    providers: tuple | None = option(None, "ONNX Runtime's execution providers, in order "
+                                           "(default: CUDA where it runs, else CPU)", cli=False)
+    threads: int | None = option(None, "CPU threads (default: all)", threads=True)
+    # Tiled modes exist to bound memory: trade the arena's reuse for a lower peak.
+    memory_arena: bool = option(True, "ONNX Runtime's CPU memory arena", cli=False, tiled=False)
+
+
 class OnnxRuntimeBackend(BackendBase):
     name = "onnxruntime"
     suffixes = (".onnx",)
     extra = "onnxruntime"
-    threads_option = "threads"
+    requires = ("onnxruntime",)
+    Options = OnnxRuntimeOptions
 
     def __init__(self, path, providers=None, threads: int | None = None, memory_arena: bool = True):
         ort = require("onnxruntime", "running ONNX graphs")
@@ -81,11 +92,6 @@ class OnnxRuntimeBackend(BackendBase):
     @classmethod
     def check_runs(cls, models) -> list:
         return [(precision, graph, ()) for precision, graph in models.graphs.items()]
-
-    @classmethod
-    def tiled_defaults(cls) -> dict:
-        # Tiled modes exist to bound memory: trade the arena's reuse for a lower peak.
-        return {"memory_arena": False}
 
     def run_impl(self, batch: np.ndarray) -> np.ndarray:
         out = self.session.run([self.output_name],

@@ -9,6 +9,7 @@ second process does not compile again; the graph's dynamic batch, height and wid
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from hinet_deploy.common.errors import HinetDeployError, first_line
 from hinet_deploy.common.files import cache_dir
 from hinet_deploy.common.lazy import require
 from hinet_deploy.export.metadata import OUTPUT_NAME, PREFIX, graph_limits
-from hinet_deploy.runtime.backends.base import BackendBase
+from hinet_deploy.runtime.backends.base import BackendBase, option
 
 PRECISIONS = {"fp32": "f32", "bf16": "bf16"}  # ours -> OpenVINO's INFERENCE_PRECISION_HINT
 DEVICE = "CPU"
@@ -28,11 +29,18 @@ def native_precisions(core, device: str = DEVICE) -> set[str]:
     return {str(c).lower() for c in core.get_property(device, "OPTIMIZATION_CAPABILITIES")}
 
 
+@dataclass(frozen=True)
+class OpenVinoOptions:
+    precision: str = option("fp32", "OpenVINO's precision: fp32, or bf16 on CPUs with native BF16")
+    threads: int | None = option(None, "CPU threads (default: all)", threads=True)
+
+
 class OpenVinoBackend(BackendBase):
     name = "openvino"
     suffixes = (".onnx",)
     extra = "openvino"
-    threads_option = "threads"
+    requires = ("openvino",)
+    Options = OpenVinoOptions
 
     @classmethod
     def runnable_precisions(cls) -> list[str]:

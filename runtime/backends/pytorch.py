@@ -1,13 +1,21 @@
 """PyTorch: a checkpoint run directly, the reference every other backend is measured against."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from hinet_deploy.common.lazy import require
 from hinet_deploy.common.limits import SizeLimits
-from hinet_deploy.runtime.backends.base import BackendBase
+from hinet_deploy.runtime.backends.base import BackendBase, option
+
+
+@dataclass(frozen=True)
+class TorchOptions:
+    variant: str | None = option(None, "the official variant, where the weights do not say it",
+                                 cli=False)
+    device: str = option("cpu", "PyTorch's device: cpu, cuda, cuda:1, ...")
 
 
 class TorchBackend(BackendBase):
@@ -16,6 +24,8 @@ class TorchBackend(BackendBase):
     name = "pytorch"
     suffixes = (".pth", ".pt")
     extra = "export"
+    requires = ("torch",)
+    Options = TorchOptions
 
     @classmethod
     def check_runs(cls, models) -> list:

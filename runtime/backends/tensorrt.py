@@ -36,7 +36,7 @@ from hinet_deploy.engines.targets import gpu_mismatch, no_gpu_text, rtx_runs_on
 from hinet_deploy.engines.tensorrt_module import collecting_logger, import_tensorrt
 from hinet_deploy.export.hin_spec import PLUGIN_VERSION
 from hinet_deploy.export.metadata import OUTPUT_NAME
-from hinet_deploy.runtime.backends.base import BackendBase
+from hinet_deploy.runtime.backends.base import BackendBase, option
 
 @dataclass
 class BufferPlan:
@@ -368,12 +368,20 @@ class EngineRunner:
         self.context = None
 
 
+@dataclass(frozen=True)
+class TensorRtOptions:
+    device: int = option(0, "the CUDA device's index", cli=False)
+    cuda_graph: bool = option(False, "TensorRT: replay each shape's work as a CUDA graph")
+
+
 class TensorRtBackend(BackendBase):
     """A TensorRT (or TensorRT-RTX) engine on a CUDA GPU, checked against its sidecar first."""
 
     name = "tensorrt"
     suffixes = (".engine", ".plan")
     extra = "trt"
+    requires = ("tensorrt_rtx", "cuda")
+    Options = TensorRtOptions
 
     @classmethod
     def check_runs(cls, models) -> list:
