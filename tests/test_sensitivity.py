@@ -118,10 +118,10 @@ def test_ranking_from_one_calibration_is_the_built_graphs(small_onnx, calib, tmp
     to_int8(small_onnx, built, reader, float_layers=(layer.layer,),
             cache_path=calibration_cache(calib, file_sha256(small_onnx), fingerprint))
     runner = sens.runner()
-    session = runner.session(onnx.load(str(built)))
+    backend = runner.session(onnx.load(str(built)))  # the ONNX Runtime backend, in memory
     values = []
     for crop in runner.crops:
-        out = np.clip(session.run(None, {"input": crop[None]})[0], 0, 1).astype(np.float64)
+        out = np.clip(backend.run(crop[None]), 0, 1).astype(np.float64)
         mse = np.mean((out - runner.reference(crop)) ** 2)
         values.append(10 * np.log10(1 / mse))
     assert np.mean(values) == pytest.approx(layer.psnr, abs=1e-6)

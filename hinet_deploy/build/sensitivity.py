@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -23,6 +22,8 @@ from hinet_deploy.build.calibration import (AutoFloat, CalibOptions, ImageSet, M
                                             calibration_images, check_apart, measurement_images)
 from hinet_deploy.common.files import atomic_path, file_sha256
 from hinet_deploy.common.progress import progress_bar, say
+from hinet_deploy.runtime.backends import BACKENDS
+from hinet_deploy.runtime.metrics import psnr
 
 CACHE_SCHEMA = "1"
 
@@ -303,16 +304,13 @@ class _Runner:
 
     @staticmethod
     def session(model):
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        # The Q/DQ pairs run as written (quantize, dequantize, float convolution) instead of being
-        # fused into ONNX Runtime's integer kernels: the Q/DQ graph's own arithmetic, the one
-        # TensorRT implements, and faster here (0.13 s against 0.16 s a demo crop of 256).
-        options.add_session_config_entry("session.disable_quant_qdq", "1")
-        return ort.InferenceSession(model.SerializeToString(), options,
-                                    providers=["CPUExecutionProvider"])
+        """The graph through the ONNX Runtime backend (the runtime's own checks on its output).
+        The Q/DQ pairs run as written (quantize, dequantize, float convolution) instead of being
+        fused into ONNX Runtime's integer kernels: the Q/DQ graph's own arithmetic, the one
+        TensorRT implements, and faster here (0.13 s against 0.16 s a demo crop of 256)."""
+        return BACKENDS["onnxruntime"].from_model(
+            model.SerializeToString(), "sensitivity.onnx", providers=("CPUExecutionProvider",),
+            session_config=(("session.disable_quant_qdq", "1"),))
 
     def reference(self, crop: np.ndarray) -> np.ndarray:
         key = hashlib.sha256(crop.tobytes()).hexdigest()
@@ -323,7 +321,7 @@ class _Runner:
     def psnr(self, layers, crops) -> tuple[float, float]:
         with self.switches.floated(list(layers)) as model:
             session = self.session(model)
-        values = [_psnr(_output(session, crop), self.reference(crop)) for crop in crops]
+        values = [psnr(_output(session, crop), self.reference(crop)) for crop in crops]
         return float(np.mean(values)), float(min(values))
 
     def layer_macs(self, crop: int) -> tuple[dict[str, tuple[str, int]], int]:
@@ -335,14 +333,8 @@ class _Runner:
         return layers, sum(by_node.values())
 
 
-def _output(session, crop: np.ndarray) -> np.ndarray:
-    out = session.run(None, {session.get_inputs()[0].name: crop[None]})[0]
-    return np.clip(out, 0.0, 1.0)
-
-
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return math.inf if mse == 0 else 10.0 * math.log10(1.0 / mse)
+def _output(backend, crop: np.ndarray) -> np.ndarray:
+    return np.clip(backend.run(crop[None]), 0.0, 1.0)
 
 
 def format_report(report: Report, top: int | None = None) -> str:

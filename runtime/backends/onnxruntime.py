@@ -47,6 +47,8 @@ class OnnxRuntimeOptions:
     threads: int | None = option(None, "CPU threads (default: all)", threads=True)
     # Tiled modes exist to bound memory: trade the arena's reuse for a lower peak.
     memory_arena: bool = option(True, "ONNX Runtime's CPU memory arena", cli=False, tiled=False)
+    session_config: tuple = option((), "ONNX Runtime session config entries, (key, value) pairs",
+                                   cli=False)
 
 
 class OnnxRuntimeBackend(BackendBase):
@@ -56,10 +58,27 @@ class OnnxRuntimeBackend(BackendBase):
     requires = ("onnxruntime",)
     Options = OnnxRuntimeOptions
 
-    def __init__(self, path, providers=None, threads: int | None = None, memory_arena: bool = True):
+    def __init__(self, path, providers=None, threads: int | None = None, memory_arena: bool = True,
+                 session_config: tuple = ()):
+        self._open(Path(path), providers, threads, memory_arena, session_config)
+
+    @classmethod
+    def from_model(cls, model: bytes, name: str, **options) -> "OnnxRuntimeBackend":
+        """A graph held in memory (serialised ModelProto bytes; `name` stands for its file in
+        messages), opened with the same options as a file: what a check that edits graphs runs
+        them through, so that it opens no session of its own."""
+        backend = cls.__new__(cls)
+        chosen = cls.make_options(**options)
+        backend._open(model, chosen.providers, chosen.threads, chosen.memory_arena,
+                      chosen.session_config, name)
+        return backend
+
+    def _open(self, source, providers, threads, memory_arena, session_config, name=None):
         ort = require("onnxruntime", "running ONNX graphs")
-        self.path = Path(path)
+        self.path = Path(name) if name is not None else source
         options = ort.SessionOptions()
+        for key, value in session_config:
+            options.add_session_config_entry(key, value)
         if threads:
             options.intra_op_num_threads = threads
         # The CPU arena keeps the largest allocations for reuse (fast for repeated whole images);
@@ -74,9 +93,11 @@ class OnnxRuntimeBackend(BackendBase):
         if missing:
             raise HinetDeployError(f"onnxruntime here offers {', '.join(available)}, not "
                                    f"{', '.join(missing)}")
-        _check_external_data(self.path)
+        if isinstance(source, Path):
+            _check_external_data(source)
         try:
-            self.session = ort.InferenceSession(str(self.path), options, providers=wanted)
+            self.session = ort.InferenceSession(source if isinstance(source, bytes) else str(source),
+                                                options, providers=wanted)
         except Exception as exc:  # onnxruntime raises its own types for bad files
             raise HinetDeployError(f"onnxruntime cannot load {self.path}: {first_line(exc)}") from exc
         self.providers = self.session.get_providers()
