@@ -67,7 +67,7 @@ class VideoOptions:
     def encoder_options(self) -> dict:
         opts = dict(self.options)
         if self.crf is not None:  # NVENC's constant-quality knob is `cq`; x264, x265, SVT-AV1: crf
-            opts.setdefault("cq" if "nvenc" in self.codec else "crf", str(self.crf))
+            opts.setdefault("cq" if "nvenc" in (self.codec or "") else "crf", str(self.crf))
         if self.preset:
             opts.setdefault("preset", self.preset)
         return opts
@@ -141,6 +141,12 @@ def check_video_options(options: VideoOptions) -> None:
             raise HinetDeployError(f"--pix-fmt {options.pix_fmt} is not a pixel format FFmpeg "
                                    f"knows ({exc})") from exc
     if options.codec is None:  # chosen per input (follow_input), from encoders that exist
+        low, high = CRF_RANGE[DEFAULT_CODEC]
+        widest = max(CRF_RANGE[e][1] for family in FOLLOW_INPUT.values() for e in family)
+        if options.crf is not None and not 0 <= options.crf <= widest:
+            raise HinetDeployError(f"--crf {options.crf} is outside {DEFAULT_CODEC}'s range "
+                                   f"{low}-{high} (and the range of every encoder the output "
+                                   f"may follow: at most {widest})")
         return
     check_encoder(options.codec)
     codec = av.codec.Codec(options.codec, "w")
@@ -495,10 +501,11 @@ def follow_input(options: VideoOptions, facts: VideoFacts, notes: list[str]) -> 
         if family and codec not in family:
             notes.append(f"no {facts.codec} encoder here: encoded with {codec} (--codec chooses)")
     pix_fmt = options.pix_fmt or _input_pix_fmt(facts, codec)
-    crf = options.crf
-    if crf is not None and codec in CRF_RANGE:
-        crf = min(max(crf, CRF_RANGE[codec][0]), CRF_RANGE[codec][1])
-    return dataclasses.replace(options, codec=codec, pix_fmt=pix_fmt, crf=crf)
+    low, high = CRF_RANGE.get(codec, (None, None))
+    if options.crf is not None and low is not None and not low <= options.crf <= high:
+        raise HinetDeployError(f"--crf {options.crf} is outside {codec}'s range {low}-{high} "
+                               f"({codec} follows the input's {facts.codec}; --codec chooses)")
+    return dataclasses.replace(options, codec=codec, pix_fmt=pix_fmt)
 
 
 def _codec_for(output, options: VideoOptions, notes: list[str]) -> VideoOptions:

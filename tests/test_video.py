@@ -337,3 +337,15 @@ def test_restore_frames_keeps_times_tags_and_format_of_pyav_frames(tmp_path, sma
         assert np.abs(back.astype(int) - trip).max() <= 1
     with pytest.raises(Exception, match="depth must be a whole number of at least 1, not 0"):
         list(restore_frames(lambda x: x, iter(frames), depth=0))
+
+
+def test_a_crf_the_followed_encoder_cannot_take_is_that_inputs_failure(tmp_path, small_onnx,
+                                                                       capsys):
+    """--crf 60 is in SVT-AV1's range but not x264's: an H.264 input, whose output follows it to
+    libx264, fails by name rather than being encoded at another quality in silence."""
+    source = tmp_path / "clip.mp4"
+    make_video(source, frames=3)
+    code, output = restore(tmp_path, source, small_onnx, "--crf", "60")
+    assert code == 1 and not output.exists()
+    assert "--crf 60 is outside libx264's range 0-51 (libx264 follows the input's h264" in \
+        capsys.readouterr().out
