@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
+from conftest import REPO
 from hinet_deploy.common.errors import HinetDeployError
 from hinet_deploy.common.lazy import EXTRA_OF
 from hinet_deploy.common.limits import SizeLimits
@@ -76,7 +77,7 @@ def test_a_backend_that_cannot_open_the_file_or_does_not_exist_is_refused(small_
     with pytest.raises(HinetDeployError, match="the pytorch backend runs .pth, .pt files"):
         open_backend(small_onnx, "pytorch")
     with pytest.raises(HinetDeployError, match="unknown backend 'tflite'; choose onnxruntime, "
-                                               "pytorch, tensorrt, openvino"):
+                                               "pytorch, tensorrt, openvino, onnxruntime-gpu"):
         Restorer(small_onnx, backend="tflite")
 
 
@@ -90,9 +91,14 @@ def test_the_onnxruntime_arena_rule_lives_in_its_backend(small_onnx):
 
 
 def test_one_name_per_backend():
-    assert list(backends.BACKENDS) == ["onnxruntime", "pytorch", "tensorrt", "openvino"]
-    assert all(cls.name == name and cls.suffixes and cls.extra in EXTRA_OF.values()
+    assert list(backends.BACKENDS) == ["onnxruntime", "pytorch", "tensorrt", "openvino",
+                                       "onnxruntime-gpu"]
+    import tomllib
+
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert all(cls.name == name and cls.suffixes and cls.extra in extras
                for name, cls in BACKENDS.items())
+    assert set(EXTRA_OF.values()) <= set(extras)
 
 
 def test_a_new_backend_row_is_a_contender_of_every_check(gain_row, tmp_path, monkeypatch):

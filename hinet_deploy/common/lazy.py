@@ -21,7 +21,8 @@ EXTRA_OF = {"torch": "export", "onnx": "export", "onnx_graphsurgeon": "export",
             "tensorrt_rtx": "trt", "cuda": "trt", "av": "video", "ray": "cluster",
             "pyarrow": "cluster", "openvino": "openvino"}
 # What an extra cannot bring on some platforms, said after the install line.
-EXTRA_NOTES = {"export": "on Jetson, torch comes from NVIDIA's own wheel for JetPack",
+EXTRA_NOTES = {"gpu": "after `pip uninstall -y onnxruntime`: both builds install one module",
+               "export": "on Jetson, torch comes from NVIDIA's own wheel for JetPack",
                "trt": "on Jetson, TensorRT and CUDA come with JetPack: use the `jetson` extra"}
 
 

@@ -15,6 +15,7 @@ from hinet_deploy.common.errors import HinetDeployError
 from hinet_deploy.common.lazy import EXTRA_OF
 from hinet_deploy.runtime.backends.base import Backend, BackendBase, ModelFiles
 from hinet_deploy.runtime.backends.onnxruntime import OnnxRuntimeBackend
+from hinet_deploy.runtime.backends.onnxruntime_gpu import OnnxRuntimeGpuBackend
 from hinet_deploy.runtime.backends.openvino import OpenVinoBackend
 from hinet_deploy.runtime.backends.pytorch import TorchBackend
 from hinet_deploy.runtime.backends.tensorrt import TensorRtBackend
@@ -22,9 +23,11 @@ from hinet_deploy.runtime.backends.tensorrt import TensorRtBackend
 # Every backend, by its one name. A model file's default backend is the first row that opens its
 # suffix; any other row that opens it is chosen by name (`backend=`).
 BACKENDS: dict[str, type[BackendBase]] = {
-    cls.name: cls for cls in (OnnxRuntimeBackend, TorchBackend, TensorRtBackend, OpenVinoBackend)}
+    cls.name: cls for cls in (OnnxRuntimeBackend, TorchBackend, TensorRtBackend, OpenVinoBackend,
+                              OnnxRuntimeGpuBackend)}
 
-__all__ = ["BACKENDS", "Backend", "BackendBase", "ModelFiles", "OnnxRuntimeBackend", "OpenVinoBackend",
+__all__ = ["BACKENDS", "Backend", "BackendBase", "ModelFiles", "OnnxRuntimeBackend",
+           "OnnxRuntimeGpuBackend", "OpenVinoBackend",
            "TensorRtBackend", "TorchBackend",
            "backend_class", "open_backend", "optional_dependencies"]
 

@@ -73,7 +73,10 @@ class OnnxRuntimeBackend(BackendBase):
                       chosen.session_config, name)
         return backend
 
-    def _open(self, source, providers, threads, memory_arena, session_config, name=None):
+    def _open(self, source, providers, threads, memory_arena, session_config, name=None,
+              before_session=None):
+        """The session over a file or serialised graph; `providers`: names, or (name, options)
+        pairs; `before_session(options)`: what a subclass adds to the session options."""
         ort = require("onnxruntime", "running ONNX graphs")
         self.path = Path(name) if name is not None else source
         options = ort.SessionOptions()
@@ -88,8 +91,14 @@ class OnnxRuntimeBackend(BackendBase):
         # reports in one line (a bad external-data file, say): only its fatal messages are shown.
         options.log_severity_level = ORT_LOG_FATAL
         available = ort.get_available_providers()
-        wanted = list(providers) if providers else [p for p in ORT_DEFAULT_PROVIDERS if p in available]
-        missing = [p for p in wanted if p not in available]
+        if before_session is not None:
+            before_session(options)
+            wanted = list(providers or ())
+        else:
+            wanted = list(providers) if providers else [p for p in ORT_DEFAULT_PROVIDERS
+                                                        if p in available]
+        missing = [p if isinstance(p, str) else p[0] for p in wanted
+                   if (p if isinstance(p, str) else p[0]) not in available]
         if missing:
             raise HinetDeployError(f"onnxruntime here offers {', '.join(available)}, not "
                                    f"{', '.join(missing)}")
