@@ -116,6 +116,10 @@ def test_a_new_backend_row_is_a_contender_of_every_check(gain_row, tmp_path, mon
     mine = [c for c in found if c.backend == "gain"]
     assert [(c.name, c.model, c.options) for c in mine] == [("gain:half", graph,
                                                              (("padding", "x"),))]
+    from hinet_deploy.checks.claims import backend_names, graph_contenders
+
+    assert "gain:half" in backend_names()  # claims runs both networks' graphs on it too
+    assert graph_contenders(graph)["gain:half"] == (GainBackend, {"padding": "x"})
 
 
 def test_each_backends_options_are_its_keywords():

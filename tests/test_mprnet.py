@@ -119,7 +119,7 @@ def test_claims_report(tmp_path):
                             threads=1, log=lambda m: None)
     (task,) = report["tasks"]
     assert task["task"] == "sidd-0.5x" and task["paper_speedup"] == 6.8
-    assert set(task["speedup"]) == {"pytorch", "onnxruntime"}
+    assert set(task["speedup"]) == {"pytorch:fp32", "onnxruntime:fp32"}  # one naming
     for backend, ratio in task["speedup"].items():
         lat = task["latency"][backend]
         assert ratio == pytest.approx(lat["mprnet"]["median_ms"] / lat["hinet"]["median_ms"])
@@ -192,8 +192,8 @@ def test_claims_with_openvino(tmp_path):
     from hinet_deploy.checks.claims import measure_claims
     from hinet_deploy.checks.contenders import precisions_here
 
-    backends = ("onnxruntime", "openvino") + (("openvino-bf16",) if "bf16" in
-                                              precisions_here("openvino") else ())
+    backends = ("onnxruntime:fp32", "openvino:fp32") + (("openvino:bf16",) if "bf16" in
+                                                        precisions_here("openvino") else ())
     report = measure_claims(["sidd-0.5x"], backends, (32, 32), repeats=1, threads=1,
                             log=lambda m: None)
     (task,) = report["tasks"]

@@ -161,7 +161,7 @@ def test_bench_json(tmp_path):
     if reason is not None:
         assert [(u["precision"], u["reason"]) for u in report["unavailable"]
                 if u["backend"] == "tensorrt"] == [(p, reason) for p in ("fp32", "fp16", "int8")]
-        assert f"| all | | tensorrt | fp16 | not run: {reason}" in bench_markdown(report)
+        assert f"| all | | tensorrt:fp16 | not run: {reason}" in bench_markdown(report)
 
 
 def test_bench_reports_memory_and_skips_a_size_that_would_not_fit(tmp_path, monkeypatch):
@@ -179,7 +179,7 @@ def test_bench_reports_memory_and_skips_a_size_that_would_not_fit(tmp_path, monk
     assert {(r["backend"], r["precision"]) for r in report["not_run"]} == set(CONTENDERS)
     assert all("would need about" in r["reason"] for r in report["not_run"])
     table = bench_module.markdown(report)
-    assert "| 6400x4800 | 1 | pytorch | fp32 | not run: would need about" in table
+    assert "| 6400x4800 | 1 | pytorch:fp32 | not run: would need about" in table
 
 
 def test_a_busy_machine_is_said_beside_the_timings():

@@ -230,11 +230,13 @@ def engines_for_checks(req: GraphRequest, max_shape=CHECK_PROFILE_MAX, log=_log)
 
     reason = engines_unavailable()
     if reason is not None:
-        rows = [{"backend": "tensorrt", "precision": p, "reason": reason} for p in PRECISIONS]
+        rows = [{"contender": f"tensorrt:{p}", "backend": "tensorrt", "precision": p,
+                 "reason": reason} for p in PRECISIONS]
         return [], rows
     trt_module = import_tensorrt()
     plugin = plugin_host(trt_module).reason
-    rows = [{"backend": f"{trt_module.name}+hin-plugin", "precision": p, "reason": plugin}
+    rows = [{"contender": f"{trt_module.name}+hin-plugin:{p}", "backend":
+             f"{trt_module.name}+hin-plugin", "precision": p, "reason": plugin}
             for p in PRECISIONS] if plugin else []
     built = []
     for precision in PRECISIONS:

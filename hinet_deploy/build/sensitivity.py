@@ -362,9 +362,9 @@ def format_report(report: Report, top: int | None = None) -> str:
     return "\n".join(lines)
 
 
-def write_json(report: Report, path: Path, choice: Choice | None = None) -> None:
+def report_data(report: Report, choice: Choice | None = None) -> dict:
+    """What the JSON holds: the ranking, and the choice with its steps where one was made."""
     data = report.as_dict()
     if choice is not None:
         data["choice"] = choice.facts() | {"steps": choice.steps}
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
+    return data

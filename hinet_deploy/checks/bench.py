@@ -19,7 +19,7 @@ import numpy as np
 
 from hinet_deploy.export.macs import count_macs
 from hinet_deploy.export.metadata import read_metadata
-from hinet_deploy.common.files import atomic_path
+from hinet_deploy.checks.report import write_report
 from hinet_deploy.common.progress import say
 from hinet_deploy.common.memory import PeakMemory, available_bytes, estimated_run_bytes
 from hinet_deploy.build.flow import GraphRequest, engines_for_checks
@@ -31,8 +31,8 @@ from hinet_deploy.runtime.tiling import round_up
 
 DEFAULT_SIZES = ((256, 256), (720, 1280), (1080, 1920))  # (H, W)
 # GPU-only contenders; listed as not run where there is no CUDA device.
-GPU_ONLY = [{"backend": "pytorch", "precision": "fp16 channels-last",
-             "reason": "needs a CUDA device"}]
+GPU_ONLY = [{"contender": "pytorch:fp16", "backend": "pytorch", "precision": "fp16",
+             "reason": "needs a CUDA device (channels-last)"}]
 
 
 MEMORY_SHARE = 0.8  # of the memory available when a size starts: room left for the rest of the system
@@ -110,7 +110,8 @@ def bench(ckpt: Path, req: GraphRequest, sizes=DEFAULT_SIZES, batches=(1,), repe
             for key, backend in backends.items():
                 reason = fit.refusal(key, x[:, 0].size)
                 if reason:
-                    not_run.append({"backend": key[0], "precision": key[1], "height": height,
+                    not_run.append({"contender": ":".join(key), "backend": key[0],
+                                    "precision": key[1], "height": height,
                                     "width": width, "batch": batch, "reason": reason})
                     log(f"{width}x{height} batch {batch}: {key[0]} {key[1]} not run: {reason}")
                     continue
@@ -126,7 +127,8 @@ def bench(ckpt: Path, req: GraphRequest, sizes=DEFAULT_SIZES, batches=(1,), repe
             base = statistics.median(times[BASELINE]) if BASELINE in times else float("nan")
             for key, t in times.items():
                 median = statistics.median(t)
-                rows.append({"backend": key[0], "precision": key[1], "height": height,
+                rows.append({"contender": ":".join(key), "backend": key[0],
+                             "precision": key[1], "height": height,
                              "width": width, "padded": [ph, pw], "batch": batch,
                              "median_s": median, "p90_s": _percentile(t, 90),
                              "images_per_s": batch / median, "speedup_vs_pytorch_fp32": base / median,
@@ -148,23 +150,23 @@ def markdown(report: dict) -> str:
     lines = [f"device: {report['device']}; {report['threads'] or 'default'} threads; median of "
              f"{report['repeats']} alternating rounds after one warm-up; memory: peak resident "
              f"memory of the process during the contender's run (what the run added)", "",
-             "| size | batch | backend | precision | median | p90 | images/s | vs PyTorch FP32 | "
-             "G MACs / image (exact / paper) | peak memory |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| size | batch | contender | median | p90 | images/s | vs PyTorch FP32 | "
+             "G MACs / image (exact / paper) | peak memory |", "|---|---|---|---|---|---|---|---|---|"]
     for r in report["rows"]:
-        lines.append(f"| {r['width']}x{r['height']} | {r['batch']} | {r['backend']} | "
-                     f"{r['precision']} | {r['median_s']:.3f} s | {r['p90_s']:.3f} s | "
+        lines.append(f"| {r['width']}x{r['height']} | {r['batch']} | "
+                     f"{r['backend']}:{r['precision']} | {r['median_s']:.3f} s | {r['p90_s']:.3f} s | "
                      f"{r['images_per_s']:.2f} | {r['speedup_vs_pytorch_fp32']:.2f}x | "
                      f"{r['macs_per_image'] / 1e9:.1f} / {r['macs_paper_per_image'] / 1e9:.1f} | "
                      f"{r['peak_rss_mb']:.0f} MB (+{r['run_memory_mb']:.0f}) |")
     for r in report["not_run"]:
-        lines.append(f"| {r['width']}x{r['height']} | {r['batch']} | {r['backend']} | "
-                     f"{r['precision']} | not run: {r['reason']} | | | | | |")
+        lines.append(f"| {r['width']}x{r['height']} | {r['batch']} | "
+                     f"{r['backend']}:{r['precision']} | not run: {r['reason']} | | | | | |")
     for r in report["unavailable"]:
-        lines.append(f"| all | | {r['backend']} | {r['precision']} | not run: {r['reason']} "
+        lines.append(f"| all | | {r['backend']}:{r['precision']} | not run: {r['reason']} "
                      f"| | | | | |")
     return "\n".join(lines)
 
 
-def write_json(report: dict, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(report, indent=2) + "\n")
+def write_outputs(report: dict, json_path: Path) -> Path:
+    """The JSON and its Markdown table beside it (.md)."""
+    return write_report(json_path, report, markdown(report))[1]

@@ -14,7 +14,6 @@ which a per-node count of the graph would count again).
 """
 from __future__ import annotations
 
-import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from hinet_deploy.common.errors import HinetDeployError
-from hinet_deploy.common.files import atomic_path
+from hinet_deploy.checks.figures import claims_chart
+from hinet_deploy.checks.report import write_report
 from hinet_deploy.common.limits import HINET_SIZE_MULTIPLE
 from hinet_deploy.common.progress import say
 from hinet_deploy.runtime.backends import BACKENDS as BACKEND_TABLE
+from hinet_deploy.runtime.backends import ModelFiles
 from hinet_deploy.checks.timing import (alternated_rounds, device_name, freed_memory_kept,
                                         spread_ms)
 
@@ -53,10 +54,30 @@ CLAIMS = {
     "reds": Claim("reds", "deblur", 170.71, 760.11, 27.0, 90.1, 3.3),
     "rain13k": Claim("rain13k", "derain", 170.71, 141.28, 27.0, 37.4, 1.4),
 }
-PYTORCH, ONNX_RUNTIME, OPENVINO = "pytorch", "onnxruntime", "openvino"  # rows of BACKEND_TABLE
-PYTORCH_FP16 = f"{PYTORCH}-fp16"  # PyTorch in half precision on a CUDA GPU
-OPENVINO_BF16 = f"{OPENVINO}-bf16"  # OpenVINO on a CPU with native BF16
-BACKENDS = (PYTORCH, ONNX_RUNTIME, PYTORCH_FP16, OPENVINO, OPENVINO_BF16)
+# The networks run eagerly in PyTorch (MPRNet is no checkpoint the backend table opens), and as
+# their verified graphs through every backend of the table that runs an FP32 graph here, each
+# named `backend:precision`. The earlier spellings are still taken.
+PYTORCH, PYTORCH_FP16 = "pytorch:fp32", "pytorch:fp16"  # FP16: on a CUDA GPU only
+ALIASES = {"pytorch": PYTORCH, "pytorch-fp16": PYTORCH_FP16, "onnxruntime": "onnxruntime:fp32",
+           "openvino": "openvino:fp32", "openvino-bf16": "openvino:bf16"}
+
+
+def graph_contenders(graph: Path | None = None) -> dict[str, tuple]:
+    """`backend:precision` -> (backend class, options) for each way a row of the backend table runs
+    an FP32 graph here (the checkpoint row aside: the networks run eagerly above)."""
+    models = ModelFiles(Path("checkpoint.pth"), {"fp32": graph or Path("graph.onnx")})
+    return {f"{name}:{precision}": (cls, dict(options))
+            for name, cls in BACKEND_TABLE.items() if ".onnx" in cls.suffixes
+            for precision, _, options in cls.check_runs(models)}
+
+
+def backend_names() -> tuple[str, ...]:
+    """What `claims --backends` takes: the eager rows, the table's graph contenders, the aliases."""
+    return (PYTORCH, PYTORCH_FP16, *graph_contenders(), *ALIASES)
+
+
+def canonical(backend: str) -> str:
+    return ALIASES.get(backend, backend)
 
 
 @dataclass
@@ -115,18 +136,20 @@ def _runners(models: dict[str, Model], backend: str, height: int, width: int, th
     import torch
 
     x = np.random.default_rng(0).random((1, 3, height, width), dtype=np.float32)
-    graph_backends = {ONNX_RUNTIME: (BACKEND_TABLE[ONNX_RUNTIME],
-                                     {"providers": ["CPUExecutionProvider"]}),
-                      OPENVINO: (BACKEND_TABLE[OPENVINO], {"precision": "fp32"}),
-                      OPENVINO_BF16: (BACKEND_TABLE[OPENVINO], {"precision": "bf16"})}
+    graph_backends = graph_contenders()
     if backend in graph_backends:  # the verified ONNX graphs of both networks
         cls, fixed = graph_backends[backend]
+        if backend == "onnxruntime:fp32":  # ONNX Runtime on the CPU, where the claims compare
+            fixed = {**fixed, "providers": ("CPUExecutionProvider",)}
         options = {**fixed, **(cls.worker_options(threads) if threads else {})}
         opened = {name: cls(model.graph, **options) for name, model in models.items()}
         return {name: (lambda b=b: b.run(x)) for name, b in opened.items()}
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    if backend not in (PYTORCH, PYTORCH_FP16):
+        raise HinetDeployError(f"claims cannot run {backend} here; choose "
+                               f"{', '.join(backend_names())}")
     if backend == PYTORCH_FP16 and device != "cuda":
-        raise HinetDeployError("the pytorch-fp16 backend needs a CUDA GPU")
+        raise HinetDeployError(f"{PYTORCH_FP16} needs a CUDA GPU")
     dtype = torch.float16 if backend == PYTORCH_FP16 else torch.float32
     tensor = torch.from_numpy(x).to(device, dtype)
 
@@ -147,11 +170,12 @@ def _time(runners: dict, repeats: int, log) -> dict[str, list[float]]:
     return alternated_rounds(runners, repeats, lambda r: log(f"round {r}/{repeats}"))
 
 
-def measure_claims(claims=tuple(CLAIMS), backends=("pytorch", "onnxruntime"), size=(256, 256),
+def measure_claims(claims=tuple(CLAIMS), backends=(PYTORCH, "onnxruntime:fp32"), size=(256, 256),
                    repeats: int = 5, threads: int | None = None, log=None) -> dict:
     import torch
 
     log = log or say
+    backends = tuple(dict.fromkeys(canonical(b) for b in backends))
     unknown = [c for c in claims if c not in CLAIMS]
     if unknown:
         raise HinetDeployError(f"unknown claim {', '.join(unknown)}; choose {', '.join(CLAIMS)}")
@@ -227,42 +251,9 @@ def _ms(spread: dict) -> str:
     return f"{spread['median_ms']:.0f} ({spread['min_ms']:.0f}-{spread['max_ms']:.0f})"
 
 
-def chart(report: dict, path: Path) -> None:
-    """Measured against claimed: speed-up per claim and backend, and the MACs share."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    tasks = [t["task"] for t in report["tasks"]]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    x = np.arange(len(tasks))
-    series = [("paper", [t["paper_speedup"] for t in report["tasks"]])]
-    series += [(b, [t["speedup"][b] for t in report["tasks"]]) for b in report["backends"]]
-    width = 0.8 / len(series)
-    for i, (label, values) in enumerate(series):
-        left.bar(x + i * width, values, width, label=label)
-    left.axhline(1.0, color="grey", linewidth=0.8)
-    left.set(xticks=x + 0.4 - width / 2, xticklabels=tasks, ylabel="speed-up over MPRNet (x)",
-             title="speed-up: paper vs measured")
-    left.legend()
-    right.bar(x - 0.2, [t["paper_macs_share"] for t in report["tasks"]], 0.4, label="paper")
-    right.bar(x + 0.2, [t["macs_share"] for t in report["tasks"]], 0.4, label="measured")
-    right.set(xticks=x, xticklabels=tasks, ylabel="HINet MACs / MPRNet MACs (%)",
-              title="MACs share")
-    right.legend()
-    fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-
-
 def write_outputs(report: dict, json_path: Path) -> tuple[Path, Path]:
     """The JSON, a Markdown table beside it (.md) and the chart (.png)."""
-    with atomic_path(json_path) as tmp:
-        tmp.write_text(json.dumps(report, indent=2) + "\n")
-    md, png = json_path.with_suffix(".md"), json_path.with_suffix(".png")
-    with atomic_path(md) as tmp:
-        tmp.write_text(markdown(report) + "\n")
-    chart(report, png)
+    png = json_path.with_suffix(".png")
+    _, md, _ = write_report(json_path, report, markdown(report),
+                            figures={png: lambda path: claims_chart(report, path)})
     return md, png

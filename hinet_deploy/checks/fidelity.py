@@ -6,7 +6,6 @@ model's noise; each output is compared with the clean photo (PSNR/SSIM) and with
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -14,18 +13,16 @@ import numpy as np
 
 from hinet_deploy.calib.photos import DEMO_NOISE_SIGMA, HELD_OUT, add_gaussian_noise, load_photo
 from hinet_deploy.export.shipped import DEMO_CHECKPOINT
-from hinet_deploy.common.files import atomic_path
+from hinet_deploy.checks.report import write_report
 from hinet_deploy.build.flow import PRECISIONS, GraphRequest
 from hinet_deploy.checks.contenders import BASELINE, contenders
 from hinet_deploy.runtime import Restorer
 from hinet_deploy.runtime.metrics import psnr, ssim
 
 
-ONNX_RUNTIME = "onnxruntime"  # its rows are labelled by the graph's precision alone
-
-
 @dataclass
 class FidelityRow:
+    backend: str
     precision: str
     graph: str
     noisy_psnr: float  # mean over images, vs clean
@@ -33,6 +30,11 @@ class FidelityRow:
     ssim: float
     psnr_vs_torch: float  # restored vs the PyTorch FP32 restoration
     worst_psnr_vs_torch: float
+
+    @property
+    def name(self) -> str:
+        """`backend:precision`, e.g. `openvino:bf16`."""
+        return f"{self.backend}:{self.precision}"
 
     @property
     def gain(self) -> float:
@@ -48,17 +50,16 @@ def fidelity(req: GraphRequest, precisions=PRECISIONS, images=HELD_OUT,
     with Restorer(ckpt) as reference:
         torch_out = {name: reference(im) for name, im in noisy.items()}
     rows = []
-    # Every contender but the baseline (the reference above): the graphs in ONNX Runtime, labelled
-    # by their precision, and what other backends run on them, labelled "backend precision".
-    runs = [(c.precision if c.backend == ONNX_RUNTIME else f"{c.backend} {c.precision}", c.model,
-             {"backend": c.backend, **dict(c.options)})
+    # Every contender but the baseline (the reference above): the graphs in ONNX Runtime, and
+    # what other backends run on them.
+    runs = [(c.backend, c.precision, c.model, {"backend": c.backend, **dict(c.options)})
             for c in contenders(ckpt, req, precisions=precisions) if c.key != BASELINE]
-    for precision, graph, options in runs:
+    for backend, precision, graph, options in runs:
         with Restorer(graph, **options) as restore:
             outs = {name: restore(im) for name, im in noisy.items()}
         vs_torch = [psnr(outs[n], torch_out[n]) for n in images]
         rows.append(FidelityRow(
-            precision, str(graph), float(np.mean([psnr(noisy[n], clean[n]) for n in images])),
+            backend, precision, str(graph), float(np.mean([psnr(noisy[n], clean[n]) for n in images])),
             float(np.mean([psnr(outs[n], clean[n]) for n in images])),
             float(np.mean([ssim(outs[n], clean[n]) for n in images])),
             float(np.mean(vs_torch)), float(min(vs_torch))))
@@ -68,14 +69,13 @@ def fidelity(req: GraphRequest, precisions=PRECISIONS, images=HELD_OUT,
 def format_rows(rows: list[FidelityRow], images=HELD_OUT) -> str:
     lines = [f"held-out photographs: {', '.join(images)}; Gaussian noise sigma {DEMO_NOISE_SIGMA:g}; "
              f"means over images", "",
-             "| precision | PSNR vs clean | gain over noisy | SSIM vs clean | PSNR vs PyTorch FP32 "
+             "| contender | PSNR vs clean | gain over noisy | SSIM vs clean | PSNR vs PyTorch FP32 "
              "(mean / worst) |", "|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r.precision} | {r.psnr:.2f} dB | {r.gain:+.2f} dB | {r.ssim:.4f} | "
+        lines.append(f"| {r.name} | {r.psnr:.2f} dB | {r.gain:+.2f} dB | {r.ssim:.4f} | "
                      f"{r.psnr_vs_torch:.1f} / {r.worst_psnr_vs_torch:.1f} dB |")
     return "\n".join(lines)
 
 
 def write_json(rows: list[FidelityRow], path: Path) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps([asdict(r) | {"gain": r.gain} for r in rows], indent=2) + "\n")
+    write_report(path, [{"contender": r.name, **asdict(r), "gain": r.gain} for r in rows])

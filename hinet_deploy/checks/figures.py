@@ -99,3 +99,28 @@ def sensitivity_chart(report, path: Path, choice=None) -> None:
         ax.legend(fontsize=8)
     _save(fig, path)
     plt.close(fig)
+
+
+def claims_chart(report: dict, path: Path) -> None:
+    """Measured against claimed: speed-up per claim and backend, and the MACs share."""
+    plt = _pyplot()
+    tasks = [t["task"] for t in report["tasks"]]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    x = np.arange(len(tasks))
+    series = [("paper", [t["paper_speedup"] for t in report["tasks"]])]
+    series += [(b, [t["speedup"][b] for t in report["tasks"]]) for b in report["backends"]]
+    width = 0.8 / len(series)
+    for i, (label, values) in enumerate(series):
+        left.bar(x + i * width, values, width, label=label)
+    left.axhline(1.0, color="grey", linewidth=0.8)
+    left.set(xticks=x + 0.4 - width / 2, xticklabels=tasks, ylabel="speed-up over MPRNet (x)",
+             title="speed-up: paper vs measured")
+    left.legend()
+    right.bar(x - 0.2, [t["paper_macs_share"] for t in report["tasks"]], 0.4, label="paper")
+    right.bar(x + 0.2, [t["macs_share"] for t in report["tasks"]], 0.4, label="measured")
+    right.set(xticks=x, xticklabels=tasks, ylabel="HINet MACs / MPRNet MACs (%)",
+              title="MACs share")
+    right.legend()
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)

@@ -7,7 +7,6 @@ as every check's rounds alternate (checks.timing: a fixed order favours whoever 
 """
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -17,7 +16,8 @@ import numpy as np
 
 from hinet_deploy.calib.photos import DEMO_NOISE_SIGMA
 from hinet_deploy.checks.datasets import Dataset
-from hinet_deploy.common.files import DEFAULT_OUTPUT_DIR, atomic_path
+from hinet_deploy.checks.report import write_report
+from hinet_deploy.common.files import DEFAULT_OUTPUT_DIR
 from hinet_deploy.common.progress import say
 from hinet_deploy.build.flow import GraphRequest, engines_for_checks
 from hinet_deploy.checks.contenders import BASELINE, contenders
@@ -115,26 +115,15 @@ class Validation:
             "unmatched": self.dataset.unmatched,
             "device": device_name(), "interrupted": self.interrupted,
             "metrics": "PSNR/SSIM on RGB, no border crop, 8-bit; SSIM: 11x11 Gaussian, sigma 1.5",
-            "results": [{"backend": r.backend, "precision": r.precision, "model": r.model,
+            "results": [{"contender": f"{r.backend}:{r.precision}", "backend": r.backend,
+                         "precision": r.precision, "model": r.model,
                          **r.summary(), "images": [asdict(i) for i in r.images]}
                         for r in self.results.values()],
             "unavailable": self.unavailable,
         }
 
     def write_json(self, path: Path) -> None:
-        with atomic_path(path) as tmp:
-            tmp.write_text(json.dumps(_finite(self.as_dict()), indent=2) + "\n")
-
-
-def _finite(obj):
-    """JSON has no infinity: identical images (PSNR inf) are written as null."""
-    if isinstance(obj, float):
-        return obj if np.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_finite(v) for v in obj]
-    return obj
+        write_report(path, self.as_dict())
 
 
 def validate(ckpt: Path | None = None, data: Path | None = None, sigma: float = DEMO_NOISE_SIGMA,
@@ -154,8 +143,7 @@ def validate(ckpt: Path | None = None, data: Path | None = None, sigma: float = 
     validation = Validation(ckpt, open_dataset(data, sigma), req, mode)
     report = validation.run(json_path or out_dir / "report.json")
     text = markdown(report)
-    with atomic_path(out_dir / "report.md") as tmp:
-        tmp.write_text(text)
+    write_report(None, report, text, out_dir / "report.md")
     if validation.sample is not None:
         figures.latency_vs_psnr(report, out_dir / "latency_vs_psnr.png")
         figures.crop_grid(validation.sample, out_dir / "crops.png")
@@ -168,18 +156,18 @@ def markdown(report: dict) -> str:
              f"- device: {report['device']}", f"- {report['metrics']}"]
     if report["interrupted"]:
         lines.append("- **interrupted**: results cover the images finished before the stop")
-    lines += ["", "| backend | precision | PSNR | SSIM | PSNR vs PyTorch (mean / worst) | "
-              "worst image | s / image |", "|---|---|---|---|---|---|---|"]
+    lines += ["", "| contender | PSNR | SSIM | PSNR vs PyTorch (mean / worst) | worst image | "
+              "s / image |", "|---|---|---|---|---|---|"]
     for r in report["results"]:
         if "psnr" not in r:
             continue
         vs = "reference" if (r["backend"], r["precision"]) == BASELINE else \
             f"{_db(r['psnr_vs_torch'])} / {_db(r['worst_psnr_vs_torch'])}"
-        lines.append(f"| {r['backend']} | {r['precision']} | {_db(r['psnr'])} | {r['ssim']:.4f} | "
+        lines.append(f"| {r['backend']}:{r['precision']} | {_db(r['psnr'])} | {r['ssim']:.4f} | "
                      f"{vs} | {r['worst_image']['name']} ({_db(r['worst_image']['psnr'])}) | "
                      f"{r['seconds_per_image']:.2f} |")
     lines += ["", "Not run here:", ""]
-    lines += [f"- {u['backend']} {u['precision']}: {u['reason']}" for u in report["unavailable"]]
+    lines += [f"- {u['backend']}:{u['precision']}: {u['reason']}" for u in report["unavailable"]]
     lines += ["", "![latency vs PSNR](latency_vs_psnr.png)", "", "![crops](crops.png)", ""]
     return "\n".join(lines)
 

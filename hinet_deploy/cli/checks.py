@@ -11,15 +11,14 @@ from hinet_deploy.cli.args import (add_choice_options, add_int8_options, calib_o
                                    checkpoint_or_demo, command,
                                    noise_level, positive_int, size_type)
 from hinet_deploy.common.errors import HinetDeployError
-from hinet_deploy.common.files import (DEFAULT_OUTPUT_DIR, atomic_path, input_file, output_file,
-                                       writable_dir)
+from hinet_deploy.common.files import DEFAULT_OUTPUT_DIR, input_file, output_file, writable_dir
 from hinet_deploy.export.precision import (CALIBRATION_METHODS, DEFAULT_CALIBRATION,
                                            DEFAULT_FLOAT_LAYERS)
 from hinet_deploy.runtime.tiling import DEFAULT_MODE, MODES
 
 
 def add_claims(sub):
-    from hinet_deploy.checks.claims import BACKENDS, CLAIMS
+    from hinet_deploy.checks.claims import CLAIMS, PYTORCH, backend_names
 
     p = command(sub, "claims", "the paper's MACs and speed-up claims: HINet against MPRNet, "
                  "measured side by side",
@@ -27,10 +26,13 @@ def add_claims(sub):
                  "--tasks gopro rain13k --backends pytorch --size 128 128")
     p.add_argument("--tasks", nargs="+", choices=tuple(CLAIMS), default=list(CLAIMS),
                    help="claims to check (default: all five)")
-    p.add_argument("--backends", nargs="+", choices=BACKENDS, default=["pytorch", "onnxruntime"],
-                   help="pytorch (FP32, on the GPU where there is one), onnxruntime (CPU), "
-                        "pytorch-fp16 (GPU only), openvino and openvino-bf16 (CPU) (default: "
-                        "pytorch onnxruntime)")
+    p.add_argument("--backends", nargs="+", choices=backend_names(),
+                   default=[PYTORCH, "onnxruntime:fp32"], metavar="BACKEND:PRECISION",
+                   help=f"what runs the networks: pytorch:fp32 (eager, on the GPU where there is "
+                        f"one), pytorch:fp16 (GPU only), and the graphs on each backend that runs "
+                        f"them here ({', '.join(n for n in backend_names() if ':' in n and not n.startswith('pytorch'))}); "
+                        f"the earlier names (pytorch, onnxruntime, openvino-bf16, ...) are taken "
+                        f"too (default: pytorch:fp32 onnxruntime:fp32)")
     p.add_argument("--size", type=positive_int, nargs=2, metavar=("H", "W"), default=(256, 256),
                    help="input height and width, multiples of 16 (default 256 256, the paper's)")
     p.add_argument("--repeats", type=positive_int, default=5,
@@ -178,7 +180,8 @@ def add_sensitivity(sub):
 def cmd_sensitivity(args) -> int:
     from hinet_deploy.build.calibration import AutoFloat, CalibOptions, MeasureOptions
     from hinet_deploy.build.flow import GraphRequest, fp32_graph
-    from hinet_deploy.build.sensitivity import Sensitivity, format_report, write_json
+    from hinet_deploy.build.sensitivity import Sensitivity, format_report, report_data
+    from hinet_deploy.checks.report import write_report
     from hinet_deploy.checks.figures import sensitivity_chart
 
     for folder, flag in ((args.images, "--images"), (args.calib_dir, "--calib-dir")):
@@ -202,10 +205,9 @@ def cmd_sensitivity(args) -> int:
                 f"{100 * default.share:.1f} % of MACs in float")
     table = format_report(report)
     md, png = json_path.with_suffix(".md"), json_path.with_suffix(".png")
-    with atomic_path(md) as tmp:
-        tmp.write_text(f"{table}\n\n{choice.summary()}\n\n{compared}\n")
-    write_json(report, json_path, choice)
-    sensitivity_chart(report, png, choice)
+    write_report(json_path, report_data(report, choice),
+                 f"{table}\n\n{choice.summary()}\n\n{compared}",
+                 figures={png: lambda path: sensitivity_chart(report, path, choice)})
     print(format_report(report, args.top))
     print()
     print(choice.summary())
@@ -267,7 +269,7 @@ def add_bench(sub):
 
 
 def cmd_bench(args) -> int:
-    from hinet_deploy.checks.bench import DEFAULT_SIZES, bench, markdown, write_json
+    from hinet_deploy.checks.bench import DEFAULT_SIZES, bench, markdown, write_outputs
     from hinet_deploy.build.flow import GraphRequest
 
     ckpt = checkpoint_or_demo(args.ckpt)
@@ -277,11 +279,9 @@ def cmd_bench(args) -> int:
     with MachineLoad() as load:
         report = bench(ckpt, req, tuple(args.sizes or DEFAULT_SIZES), tuple(args.batch),
                        args.repeats, args.threads)
-    write_json(report, json_path)
+    md = write_outputs(report, json_path)
     table = markdown(report)
-    with atomic_path(json_path.with_suffix(".md")) as tmp:
-        tmp.write_text(table + "\n")
     print(table)
     print(load.report())
-    print(f"json: {json_path}, table: {json_path.with_suffix('.md')}")
+    print(f"json: {json_path}, table: {md}")
     return 0
