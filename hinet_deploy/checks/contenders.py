@@ -48,4 +48,4 @@ def precisions_here(backend: str) -> list[str]:
     """The precisions `backend` runs here on an FP32 graph (OpenVINO: fp32, and bf16 where the CPU
     has it natively; none where it is not installed)."""
     probe = ModelFiles(Path("model.pth"), {"fp32": Path("model.onnx")})
-    return [precision for precision, _, _ in BACKENDS[backend].check_runs(probe)]
+    return BACKENDS[backend].precisions(probe)

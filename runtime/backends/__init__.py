@@ -1,11 +1,13 @@
 """Backends run a batch N x 3 x H x W float32 -> same shape. They know nothing of images or tiles.
 
-One module per backend, each a `BackendBase` subclass that keeps the contract (`Backend`: `run`,
-optionally `run_device`, `close`, and a frozen `limits` that says what the Restorer must respect)
-and states its own rules (name, model suffixes, extra, tiling defaults, worker threads, files to
-ship). Heavy dependencies are imported when a backend is created.
+One module per backend, each a `BackendBase` subclass that implements the template's `_impl`
+methods (BackendBase's `run`, `run_device` and `close` keep the contract: batch checks, non-finite
+outputs refused, one error line) and states its own rules as data: name, model suffixes, extra,
+typed options (tiling defaults and worker threads among their fields), what it runs for the
+checks, files to ship. Heavy dependencies are imported when a backend is created.
 
-Adding a backend is one module here and one row in BACKENDS.
+Adding a backend is one module here and one row in BACKENDS: the Restorer, `restore` (and its
+options), Ray, the checks and the optional-dependency table read it from there.
 """
 from __future__ import annotations
 

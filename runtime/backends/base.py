@@ -112,6 +112,11 @@ class BackendBase:
         return []
 
     @classmethod
+    def precisions(cls, models: ModelFiles) -> list[str]:
+        """The precisions it runs here for these model files (what check_runs lists)."""
+        return [precision for precision, _, _ in cls.check_runs(models)]
+
+    @classmethod
     def model_files(cls, path: Path) -> list[Path]:
         """The files that make up the model at `path`, to ship to another machine (all in one
         folder there, under their own names)."""
