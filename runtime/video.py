@@ -4,18 +4,22 @@ Nothing but the pixels changes. Read from the input and carried to the output:
 - every frame, with its presentation time (decoders give frames in presentation order, but a
   container without presentation times, such as AVI with B-frames, hands them the packets' times in
   decoding order; a small reorder window gives each frame its own), the stream's start time;
+- the codec family (HEVC stays HEVC, AV1 AV1, VP9 VP9, H.264 and the rest H.264), bit depth and
+  chroma, unless the user chooses (follow_input);
 - the colour signalling (range, matrix, primaries, transfer): frames go to RGB and back with the
   input's own matrix and range, and the output is tagged with them; >8-bit sources are restored at
-  16 bits and written at 10; HDR10's mastering display and content light level go into libx265's
-  stream, and a line says when another encoder cannot carry them;
+  16 bits; HDR10's mastering display and content light level go into libx265's stream, and a line
+  says when another encoder cannot carry them;
 - the display matrix (a phone's rotation) and the stream's and container's metadata and chapters;
-- audio, subtitle, attachment and data streams, copied packet for packet, and cover pictures;
-  a stream the output container cannot hold is named in a line and left out.
+- audio, subtitle, attachment and data streams, copied packet for packet, and cover pictures; a
+  stream the output container does not take as it was muxed is tried with FFmpeg's CLI remedies
+  on its first packets, and one none keeps is named in a line and left out.
 A file with two video streams to restore is refused by name. An odd width or height, which 4:2:0
-and 4:2:2 cannot hold, is encoded 4:4:4 with a line saying so. Fewer frames decoded than the
-container declares, or fewer packets in the written file than frames restored, is a failure with
-both counts and FFmpeg's own message, and the partial output is removed. Decoding, restoring and
-encoding overlap (runtime.stream) and every queue is bounded, so memory does not grow with length.
+and 4:2:2 cannot hold, is encoded 4:4:4 with a line saying so. Frames lost to damage are a
+failure with the counts, whatever the container declares (lost_frames); frames FFmpeg concealed
+are said in a line; fewer packets in the written file than frames restored is a failure too, and
+the partial output is removed. Decoding, restoring and encoding overlap (runtime.stream) and every
+queue is bounded, so memory does not grow with length.
 """
 from __future__ import annotations
 
