@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import itertools
 import os
 import struct
 from collections import deque
@@ -204,8 +205,7 @@ def probe(src: Path, max_pixels: int | None = None) -> VideoFacts:
                      f"the video {src}", max_pixels)
     with av.open(str(src)) as container:
         video = main_video(container, src)
-        fmt = video.codec_context.format
-        deep = fmt is not None and max((c.bits for c in fmt.components), default=8) > 8
+        deep = _is_deep(video.codec_context.format)
         frame = next(container.decode(video), None)
         if frame is None:
             raise HinetDeployError(f"{src}: no frame of its video stream could be decoded")
@@ -219,6 +219,11 @@ def probe(src: Path, max_pixels: int | None = None) -> VideoFacts:
             _side_data(frame, "CONTENT_LIGHT_LEVEL"), int(video.frames or 0),
             _frames_by_duration(container, video), video.codec_context.codec.canonical_name,
             frame.format.name)
+
+
+def _is_deep(fmt) -> bool:
+    """More than 8 bits per sample (PyAV's VideoFormat; None: not known)."""
+    return fmt is not None and max((c.bits for c in fmt.components), default=8) > 8
 
 
 def _frames_by_duration(container, video) -> int:
@@ -380,34 +385,40 @@ def _remedies(stream) -> list[tuple[str | None, str]]:
     return tries
 
 
-def _mux_trial(av, src: Path, container_format: str, index: int, tag: str | None) -> bool:
-    """Whether the stream's first packets go into a container of this format with this tag: a
-    throwaway one in memory, so the real output never fails half-way on a stream it cannot hold."""
+def _muxes(container_format: str, write: Callable) -> bool:
+    """Whether write(container) succeeds on a throwaway container of this format in memory,
+    closed at the end (where the header and the interleaved packets are written), so that the real
+    output never fails half-way on what it cannot hold."""
     import io
 
+    av = _av()
+    trial = av.open(io.BytesIO(), "w", format=container_format)
+    try:
+        write(trial)
+        trial.close()
+        return True
+    except (av.error.FFmpegError, ValueError, TypeError, AttributeError):
+        return False
+    finally:
+        with contextlib.suppress(Exception):
+            trial.close()
+
+
+def _mux_trial(av, src: Path, container_format: str, index: int, tag: str | None) -> bool:
+    """Whether the stream's first packets go into a container of this format with this tag."""
     with av.open(str(src)) as source:
         stream = source.streams[index]
-        trial = av.open(io.BytesIO(), "w", format=container_format)
-        try:
+
+        def write(trial):
             copy = trial.add_stream_from_template(stream)
             if tag is not None:
                 copy.codec_tag = tag
-            sent = 0
-            for packet in source.demux(stream):
-                if packet.dts is None:
-                    continue
+            packets = (p for p in source.demux(stream) if p.dts is not None)
+            for packet in itertools.islice(packets, TRIAL_PACKETS):
                 packet.stream = copy
                 trial.mux(packet)
-                sent += 1
-                if sent >= TRIAL_PACKETS:
-                    break
-            trial.close()  # the header and the interleaved packets are written here
-            return True
-        except (av.error.FFmpegError, ValueError):
-            return False
-        finally:
-            with contextlib.suppress(Exception):
-                trial.close()
+
+        return _muxes(container_format, write)
 
 
 def _copy_streams_into(output, streams, notes: list[str], src: Path) -> dict:
@@ -452,11 +463,9 @@ def _container_takes(container_format: str, codec: str, listed) -> bool:
     frame is encoded and muxed into a throwaway container in memory to find out."""
     if codec in listed:
         return True
-    import io
-
     av = _av()
-    trial = av.open(io.BytesIO(), "w", format=container_format)
-    try:
+
+    def write(trial):
         stream = trial.add_stream(codec, rate=24)
         stream.width, stream.height = 64, 64
         stream.pix_fmt = (stream.codec_context.codec.video_formats or [None])[0].name
@@ -465,13 +474,8 @@ def _container_takes(container_format: str, codec: str, listed) -> bool:
             plane.update(bytes(plane.buffer_size))
         trial.mux(stream.encode(frame))
         trial.mux(stream.encode(None))
-        trial.close()
-        return True
-    except (av.error.FFmpegError, ValueError, TypeError, AttributeError):
-        return False
-    finally:
-        with contextlib.suppress(Exception):
-            trial.close()
+
+    return _muxes(container_format, write)
 
 
 def _encoder_exists(name: str) -> bool:
@@ -494,8 +498,9 @@ def _input_pix_fmt(facts: VideoFacts, encoder: str) -> str | None:
 
 
 def follow_input(options: VideoOptions, facts: VideoFacts, notes: list[str]) -> VideoOptions:
-    """The options with the codec and pixel format chosen where the user chose none: the input's
-    codec family where an encoder for it exists here, at the input's depth and chroma."""
+    """The options with the codec chosen where the user chose none: the input's codec family where
+    an encoder for it exists here (its depth and chroma: _pixel_format, once the container has
+    had its say on the encoder)."""
     import dataclasses
 
     codec = options.codec
@@ -504,12 +509,11 @@ def follow_input(options: VideoOptions, facts: VideoFacts, notes: list[str]) -> 
         codec = next((e for e in family if _encoder_exists(e)), DEFAULT_CODEC)
         if family and codec not in family:
             notes.append(f"no {facts.codec} encoder here: encoded with {codec} (--codec chooses)")
-    pix_fmt = options.pix_fmt or _input_pix_fmt(facts, codec)
     low, high = CRF_RANGE.get(codec, (None, None))
     if options.crf is not None and low is not None and not low <= options.crf <= high:
         raise HinetDeployError(f"--crf {options.crf} is outside {codec}'s range {low}-{high} "
                                f"({codec} follows the input's {facts.codec}; --codec chooses)")
-    return dataclasses.replace(options, codec=codec, pix_fmt=pix_fmt)
+    return dataclasses.replace(options, codec=codec)
 
 
 def _codec_for(output, options: VideoOptions, notes: list[str]) -> VideoOptions:
@@ -652,11 +656,32 @@ def _check_written(av, src: Path, path: Path, report: VideoReport, facts: VideoF
                                f"restored from {src}: not written whole")
 
 
+@dataclass(frozen=True)
+class RgbConversion:
+    """Frames to RGB and back with the video's own matrix and range (not swscale's BT.601
+    default), at 16 bits for deeper sources."""
+
+    rgb: str  # rgb24 or rgb48le
+    matrix: int | None  # swscale's colorspace; None: its default
+    color_range: int | None  # None (unspecified): swscale's limited-range default
+
+    @classmethod
+    def of(cls, deep: bool, colorspace: int, color_range: int) -> "RgbConversion":
+        return cls("rgb48le" if deep else "rgb24", SWSCALE_MATRIX.get(colorspace),
+                   color_range or None)
+
+    def to_rgb(self, frame) -> np.ndarray:
+        return frame.to_ndarray(format=self.rgb, src_colorspace=self.matrix,
+                                src_color_range=self.color_range)
+
+    def from_rgb(self, av, pixels: np.ndarray, pix_fmt: str):
+        return av.VideoFrame.from_ndarray(pixels, format=self.rgb).reformat(
+            format=pix_fmt, dst_colorspace=self.matrix, dst_color_range=self.color_range)
+
+
 def _transcode(av, source, video, path: Path, restore, options: VideoOptions, facts: VideoFacts,
                on_frame, span=None) -> VideoReport:
-    frame_format = "rgb48le" if facts.deep else "rgb24"
-    matrix = SWSCALE_MATRIX.get(facts.colorspace)
-    color_range = facts.color_range or None  # unspecified: swscale's limited-range default
+    conversion = RgbConversion.of(facts.deep, facts.colorspace, facts.color_range)
     notes: list[str] = []
     output = av.open(str(path), mode="w")
     try:
@@ -685,9 +710,7 @@ def _transcode(av, source, video, path: Path, restore, options: VideoOptions, fa
         def restore_event(event):
             if event[0] == "frame":
                 _, frame, pts = event
-                pixels = frame.to_ndarray(format=frame_format, src_colorspace=matrix,
-                                          src_color_range=color_range)
-                return "frame", restore(pixels), pts
+                return "frame", restore(conversion.to_rgb(frame)), pts
             return event
 
         events = _events(source, video, [s for s in copied if s.index in copies], span, step,
@@ -699,8 +722,7 @@ def _transcode(av, source, video, path: Path, restore, options: VideoOptions, fa
                 output.mux(packet)
                 continue
             _, pixels, pts = event
-            frame = av.VideoFrame.from_ndarray(pixels, format=frame_format).reformat(
-                format=encoder.pix_fmt, dst_colorspace=matrix, dst_color_range=color_range)
+            frame = conversion.from_rgb(av, pixels, encoder.pix_fmt)
             frame.pts, frame.time_base = pts, video.time_base
             output.mux(encoder.encode(frame))
             frames += 1
@@ -734,13 +756,9 @@ def restore_frames(restore: Callable[[np.ndarray], np.ndarray], frames,
     av = _av()
 
     def one(frame):
-        deep = max((c.bits for c in frame.format.components), default=8) > 8
-        rgb = "rgb48le" if deep else "rgb24"
-        matrix = SWSCALE_MATRIX.get(int(frame.colorspace))
-        color_range = int(frame.color_range) or None
-        pixels = frame.to_ndarray(format=rgb, src_colorspace=matrix, src_color_range=color_range)
-        out = av.VideoFrame.from_ndarray(restore(pixels), format=rgb).reformat(
-            format=frame.format.name, dst_colorspace=matrix, dst_color_range=color_range)
+        conversion = RgbConversion.of(_is_deep(frame.format), int(frame.colorspace),
+                                      int(frame.color_range))
+        out = conversion.from_rgb(av, restore(conversion.to_rgb(frame)), frame.format.name)
         out.pts, out.time_base = frame.pts, frame.time_base
         out.colorspace, out.color_range = frame.colorspace, frame.color_range
         out.color_primaries, out.color_trc = frame.color_primaries, frame.color_trc
