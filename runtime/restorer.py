@@ -19,6 +19,7 @@ from hinet_deploy.common.errors import HinetDeployError
 from hinet_deploy.common.limits import SizeLimits
 from hinet_deploy.common.memory import DEFAULT_BUDGET_SHARE, available_bytes, estimated_run_bytes
 from hinet_deploy.runtime.backends import BackendBase, open_backend
+from hinet_deploy.runtime.backends.base import non_finite_count
 from hinet_deploy.runtime.device import as_torch, from_network_device, is_device_array, like, to_network_device
 from hinet_deploy.runtime.images import from_network, to_network
 from hinet_deploy.runtime.stream import DEFAULT_DEPTH, pipelined
@@ -61,13 +62,7 @@ def _check_options(mode, tile, overlap, batch, memory_budget_mb, backend_options
 
 def _finite_or_refused(out, backend):
     """`out`, where every value is finite; else one error naming the backend."""
-    if isinstance(out, np.ndarray):
-        finite = bool(np.isfinite(out).all())
-    else:
-        import torch
-
-        finite = bool(torch.isfinite(out).all().item())
-    if not finite:
+    if non_finite_count(out):
         raise HinetDeployError(f"{type(backend).__name__} returned values that are NaN or "
                                f"infinite: the model or the input is broken; nothing was written "
                                f"from it")

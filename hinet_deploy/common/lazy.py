@@ -52,7 +52,10 @@ def _checkout() -> Path | None:
 
 def install_line(extra: str) -> str:
     """The pip command that adds `extra` to this installation."""
-    source = _installed_from() or (str(_checkout()) if _checkout() else None)
+    source = _installed_from()
+    if source is None:
+        checkout = _checkout()
+        source = None if checkout is None else str(checkout)
     if source is None:
         return f"pip install '{DISTRIBUTION}[{extra}]'"
     here = Path.cwd()

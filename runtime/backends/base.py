@@ -27,6 +27,15 @@ class Backend(Protocol):
         """Releases what the backend holds; it is not used afterwards."""
 
 
+def non_finite_count(out) -> int:
+    """How many values of a numpy array or torch tensor are NaN or infinite."""
+    if isinstance(out, np.ndarray):
+        return int(out.size - np.count_nonzero(np.isfinite(out)))
+    import torch
+
+    return int(out.numel() - torch.isfinite(out).sum().item())
+
+
 def _shape(batch) -> str:
     return "x".join(str(int(d)) for d in getattr(batch, "shape", ()))
 
@@ -164,7 +173,7 @@ class BackendBase:
             raise HinetDeployError(f"{self._what(batch)}: the model's profile ends at "
                                    f"{largest[0]}x{largest[1]}")
 
-    def _guarded(self, call, batch, finite):
+    def _guarded(self, call, batch):
         self._check_batch(batch)
         try:
             out = call(batch)
@@ -172,7 +181,7 @@ class BackendBase:
             raise
         except Exception as exc:  # the framework's own types: one line naming what failed
             raise HinetDeployError(f"{self._what(batch)} failed: {first_line(exc)}") from exc
-        bad = finite(out)
+        bad = non_finite_count(out)
         if bad:
             raise HinetDeployError(f"{self._what(batch)} returned {bad} values that are NaN or "
                                    f"infinite: the model (its weights) or the input is broken; "
@@ -184,20 +193,13 @@ class BackendBase:
         if not isinstance(batch, np.ndarray) or batch.dtype.kind != "f":
             raise HinetDeployError(f"{self._what(batch)}: a batch is a numpy float32 array, not "
                                    f"{type(batch).__name__} of {getattr(batch, 'dtype', '?')}")
-        return self._guarded(self.run_impl, batch,
-                             lambda out: int(out.size - np.count_nonzero(np.isfinite(out))))
+        return self._guarded(self.run_impl, batch)
 
     def run_device(self, batch):
         """A torch tensor on the backend's GPU in, float32 on the same device out."""
         if not self.runs_on_device:
             raise HinetDeployError(f"the {self.name} backend takes host (numpy) batches only")
-
-        def non_finite(out) -> int:
-            import torch
-
-            return int(out.numel() - torch.isfinite(out).sum().item())
-
-        return self._guarded(self.run_device_impl, batch, non_finite)
+        return self._guarded(self.run_device_impl, batch)
 
     def close(self) -> None:
         """Releases what the backend holds; using it afterwards is an error that says so."""

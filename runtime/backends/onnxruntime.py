@@ -18,9 +18,10 @@ ORT_DEFAULT_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
 ORT_LOG_FATAL = 4  # SessionOptions.log_severity_level: 0 verbose .. 3 error, 4 fatal
 
 
-# A graph whose weights lie in external data files is small itself; larger graphs hold their
-# weights inline and are not parsed twice.
-EXTERNAL_DATA_GRAPH_BYTES = 64 * 2**20
+# A graph whose weights lie in external data files is small itself (onnx.save moves every tensor
+# over 1 kB out); larger graphs hold their weights inline and are not parsed a second time when
+# the backend opens them.
+EXTERNAL_DATA_GRAPH_BYTES = 4 * 2**20
 
 
 def _check_external_data(path: Path) -> None:
@@ -97,8 +98,8 @@ class OnnxRuntimeBackend(BackendBase):
         else:
             wanted = list(providers) if providers else [p for p in ORT_DEFAULT_PROVIDERS
                                                         if p in available]
-        missing = [p if isinstance(p, str) else p[0] for p in wanted
-                   if (p if isinstance(p, str) else p[0]) not in available]
+        names = [p if isinstance(p, str) else p[0] for p in wanted]
+        missing = [name for name in names if name not in available]
         if missing:
             raise HinetDeployError(f"onnxruntime here offers {', '.join(available)}, not "
                                    f"{', '.join(missing)}")
