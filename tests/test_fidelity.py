@@ -37,12 +37,17 @@ OPENVINO_BF16_MIN_PSNR_VS_FP32 = 50.0  # BF16 must stay this close to FP32 to be
 
 
 def test_openvino_rows_are_there_and_bf16_stays_close(rows):
+    from hinet_deploy.build.flow import backend_models_here
     from hinet_deploy.checks.contenders import precisions_here
 
-    wanted = [f"openvino:{p}" for p in precisions_here("openvino")]
+    # the FP32 graph at OpenVINO's precisions, then the model `build --int8 --openvino` writes
+    wanted = [f"openvino:{p}" for p in precisions_here("openvino")] + backend_models_here()
     assert [name for name in rows if name.startswith("openvino")] == wanted
     if "openvino:fp32" in rows:
         assert rows["openvino:fp32"].worst_psnr_vs_torch > 60
     if "openvino:bf16" in rows:
         assert rows["openvino:bf16"].worst_psnr_vs_torch >= OPENVINO_BF16_MIN_PSNR_VS_FP32
         assert abs(rows["openvino:bf16"].gain - rows["onnxruntime:fp32"].gain) < 0.1
+    if "openvino:int8" in rows:  # NNCF's INT8 with the default float layers
+        assert rows["onnxruntime:fp32"].gain - rows["openvino:int8"].gain < INT8_MAX_GAIN_LOSS_DB
+        assert rows["openvino:int8"].worst_psnr_vs_torch > INT8_MIN_PSNR_VS_FP32

@@ -18,6 +18,7 @@ from hinet_deploy.export.checkpoint import load_checkpoint
 from hinet_deploy.export.shipped import DEMO_CHECKPOINT
 from hinet_deploy.checks.datasets import open_dataset
 from hinet_deploy.build.flow import CalibOptions, GraphRequest
+from hinet_deploy.build.flow import backend_models_here
 from hinet_deploy.checks.contenders import precisions_here
 from hinet_deploy.checks.validate import Validation
 from hinet_deploy.runtime.metrics import psnr
@@ -26,7 +27,8 @@ from hinet_deploy.runtime.metrics import psnr
 # Every check's rows, in order: the baseline, ONNX Runtime per precision, OpenVINO where installed
 # (BF16 where this CPU has it natively).
 CONTENDERS = [("pytorch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "fp16"),
-              ("onnxruntime", "int8")] + [("openvino", p) for p in precisions_here("openvino")]
+              ("onnxruntime", "int8")] + [("openvino", p) for p in precisions_here("openvino")] + \
+    [tuple(name.split(":")) for name in backend_models_here()]
 
 
 def test_psnr_by_hand():

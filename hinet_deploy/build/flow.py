@@ -5,6 +5,7 @@ names the exact one the engine was built from.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import hashlib
@@ -161,14 +162,60 @@ def _hin_plugin_graph(req: GraphRequest, graph: Path, trt_module):
 
 def build(req: GraphRequest, engine_path: Path | None, tensorrt: str | None, options,
           verbose: bool = False) -> tuple[Path, EngineSidecar]:
-    """Makes the graph, builds the engine, writes engine and sidecar; returns both.
+    """Makes the graph, builds the engine, writes engine and sidecar; returns both."""
+    with _removed_on_failure(req):
+        return _build(req, engine_path, tensorrt, options, verbose)
 
-    A build that fails (or is interrupted) removes the graphs it wrote (hundreds of MB for the big
-    variants); only the calibration ranges stay, a small cache the next build reuses."""
+
+def build_openvino(req: GraphRequest, output: Path | None) -> tuple[Path, dict]:
+    """The FP32 graph, then NNCF's INT8 model for OpenVINO with its sidecar; returns the model's
+    path and the sidecar's facts."""
+    from hinet_deploy.build.nncf_model import require_nncf
+    from hinet_deploy.build.openvino_int8 import build_openvino_int8
+
+    require_nncf()  # before any long work
+    with _removed_on_failure(req):
+        return build_openvino_int8(fp32_graph(req), req.calib, output, req.out_dir, _float_tag,
+                                   log=_log)
+
+
+def backend_models_here() -> list[str]:
+    """The contenders of the models built for one backend alone that can be built here:
+    `openvino:int8` where OpenVINO and NNCF are installed."""
+    import importlib.util
+
+    return ["openvino:int8"] if all(importlib.util.find_spec(m) is not None
+                                    for m in ("openvino", "nncf")) else []
+
+
+def backend_models(req: GraphRequest, log=_log) -> dict:
+    """The models built for one backend alone, for the checks (ModelFiles.built): OpenVINO INT8
+    with the request's calibration and float layers where OpenVINO and NNCF are installed (NNCF's
+    quantized model is cached, so this costs its measurement and a save); where NNCF is missing,
+    one line says what is not compared and why."""
+    import importlib.util
+
+    from hinet_deploy.common.lazy import install_hint
+
+    if not backend_models_here():
+        if importlib.util.find_spec("openvino") is not None:
+            log(f"openvino:int8 is not compared: building it needs nncf "
+                f"({install_hint('nncf')})")
+        return {}
+    int8 = dataclasses.replace(req, precision="int8")
+    path, _ = build_openvino(int8, None)
+    return {"openvino:int8": path}
+
+
+@contextlib.contextmanager
+def _removed_on_failure(req: GraphRequest):
+    """A build that fails (or is interrupted) removes the files it wrote in its folder (graphs of
+    hundreds of MB for the big variants); only the calibration caches stay, which the next build
+    reuses."""
     folder = Path(req.out_dir)
     before = set(folder.iterdir()) if folder.is_dir() else set()
     try:
-        return _build(req, engine_path, tensorrt, options, verbose)
+        yield
     except BaseException:
         made = set(folder.iterdir()) - before if folder.is_dir() else set()
         for path in made:

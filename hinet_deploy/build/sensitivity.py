@@ -1,10 +1,13 @@
 """What INT8 costs each layer, measured: the PSNR against FP32 of the calibrated INT8 graph with one
 layer at a time kept in float, and a greedy choice of float layers by dB recovered per float MAC.
 
-Calibration runs once (its ranges are the build's own cache); trying a layer in float is a graph
-edit on the calibrated Q/DQ graph (`export.precision.FloatSwitches`), so every number is the one of
-the graph a build writes with those float layers. Measurements are cached by graph, calibration
-and measurement crops: a second build with the same images reuses them.
+Two targets, each measured on what it ships: `tensorrt` (onnxruntime's static quantizer, the Q/DQ
+recipe of export.precision, run as written in ONNX Runtime) and `openvino` (NNCF's quantizer, run in
+OpenVINO INT8: build.openvino_int8). Calibration runs once (its result is the build's own cache);
+trying a layer in float is a graph edit on the calibrated Q/DQ graph (`export.precision.
+FloatSwitches`), so every number is the one of the model a build writes with those float layers.
+Measurements are cached by target, graph, calibration and measurement crops: a second build with
+the same images reuses them.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ from hinet_deploy.runtime.backends import BACKENDS
 from hinet_deploy.runtime.metrics import psnr
 
 CACHE_SCHEMA = "1"
+TARGETS = ("tensorrt", "openvino")
 
 
 @dataclass
@@ -105,8 +109,10 @@ class Sensitivity:
     """The measurement of one FP32 graph under one calibration, on one set of measurement crops."""
 
     def __init__(self, fp32: Path, calib: CalibOptions, measure: MeasureOptions | None = None,
-                 log=say, calib_images: ImageSet | None = None):
-        self.fp32, self.calib, self.log = Path(fp32), calib, log
+                 log=say, calib_images: ImageSet | None = None, target: str = "tensorrt"):
+        if target not in TARGETS:
+            raise ValueError(f"unknown INT8 target {target!r}")
+        self.fp32, self.calib, self.log, self.target = Path(fp32), calib, log, target
         self.measure = measure or (calib.auto.measure if calib.auto else MeasureOptions())
         self.calib_images = calib_images or calibration_images(calib)
         self._calib_crops = calibration_crops(calib, self.calib_images)
@@ -127,7 +133,8 @@ class Sensitivity:
 
     def _cache_key(self) -> str:
         m = self.measure
-        text = json.dumps([self.graph_sha256, self.calib.method, self._calib_crops.fingerprint(),
+        method = self.calib.method if self.target == "tensorrt" else self.target
+        text = json.dumps([self.graph_sha256, method, self._calib_crops.fingerprint(),
                            self._crops.fingerprint(), m.candidates, m.screen_crop])
         return hashlib.sha256(text.encode()).hexdigest()[:20]
 
@@ -149,8 +156,9 @@ class Sensitivity:
     # --- measuring -------------------------------------------------------------------------------
     def runner(self) -> "_Runner":
         if self._runner is None:
-            self._runner = _Runner(self.fp32, self.graph_sha256, self.calib, self._calib_crops,
-                                   self._crops, self.log)
+            runner = {"tensorrt": _Runner, "openvino": _OpenVinoRunner}[self.target]
+            self._runner = runner(self.fp32, self.graph_sha256, self.calib, self._calib_crops,
+                                  self._crops, self.log)
         return self._runner
 
     def psnr(self, layers) -> tuple[float, float]:
@@ -218,7 +226,9 @@ class Sensitivity:
         return set(ranked[:self.measure.candidates])
 
     def _calibration_facts(self) -> dict:
-        return {"method": self.calib.method, "images": self.calib_images.description,
+        method = self.calib.method if self.target == "tensorrt" else "nncf"
+        return {"target": self.target, "method": method,
+                "images": self.calib_images.description,
                 "names": sorted(self.calib_images.images), "crops": self.calib.count,
                 "crop": self.calib.crop}
 
@@ -285,22 +295,27 @@ class _Runner:
     def __init__(self, fp32: Path, graph_sha256: str, calib: CalibOptions, calib_crops, crops, log):
         import onnx
 
+        self.fp32_model = onnx.load(str(fp32))
+        self.switches = self.make_switches(fp32, graph_sha256, calib, calib_crops, log)
+        self.crops = crops.crops
+        self._references: dict[str, np.ndarray] = {}
+        self._fp32 = _Runner.session(self.fp32_model)  # the reference: FP32 in ONNX Runtime
+
+    def make_switches(self, fp32: Path, graph_sha256: str, calib: CalibOptions, calib_crops, log):
+        """The calibrated graph with every convolution INT8, as float switches."""
+        import onnx
+
         from hinet_deploy.calib.data import CalibrationReader
         from hinet_deploy.export.precision import FloatSwitches, to_int8
 
-        self.fp32_model = onnx.load(str(fp32))
-        reader = CalibrationReader(calib_crops)
         cache = calibration_cache(calib, graph_sha256, calib_crops.fingerprint())
         with tempfile.TemporaryDirectory(prefix="hinet-sensitivity-") as tmp:
             qdq = Path(tmp) / "all-int8.onnx"
-            facts = to_int8(fp32, qdq, reader, method=calib.method, float_layers=(),
-                            cache_path=cache)
+            facts = to_int8(fp32, qdq, CalibrationReader(calib_crops), method=calib.method,
+                            float_layers=(), cache_path=cache)
             if facts["calibration_cache_hit"]:
                 log(f"calibration ranges reused from {cache}")
-            self.switches = FloatSwitches(onnx.load(str(qdq)), self.fp32_model)
-        self.crops = crops.crops
-        self._references: dict[str, np.ndarray] = {}
-        self._fp32 = self.session(self.fp32_model)
+            return FloatSwitches(onnx.load(str(qdq)), self.fp32_model)
 
     @staticmethod
     def session(model):
@@ -333,6 +348,25 @@ class _Runner:
         return layers, sum(by_node.values())
 
 
+class _OpenVinoRunner(_Runner):
+    """NNCF's all-INT8 model, its float switches, each switched model run in OpenVINO INT8."""
+
+    def make_switches(self, fp32: Path, graph_sha256: str, calib: CalibOptions, calib_crops, log):
+        from hinet_deploy.build.nncf_model import OpenVinoSwitches, nncf_all_int8
+        from hinet_deploy.common.lazy import require
+
+        quantized = nncf_all_int8(fp32, graph_sha256, calib_crops, log)
+        ov = require("openvino", "INT8 models for OpenVINO")
+        return OpenVinoSwitches(quantized, ov.Core().read_model(str(fp32)), self.fp32_model)
+
+    def psnr(self, layers, crops) -> tuple[float, float]:
+        session = BACKENDS["openvino"].from_model(self.switches.floated(list(layers)),
+                                                  "sensitivity.xml", precision="int8")
+        values = [psnr(_output(session, crop), self.reference(crop)) for crop in crops]
+        session.close()
+        return float(np.mean(values)), float(min(values))
+
+
 def _output(backend, crop: np.ndarray) -> np.ndarray:
     return np.clip(backend.run(crop[None]), 0.0, 1.0)
 
@@ -340,7 +374,8 @@ def _output(backend, crop: np.ndarray) -> np.ndarray:
 def format_report(report: Report, top: int | None = None) -> str:
     """The ranked Markdown table, with where the numbers came from."""
     cal, mea = report.calibration, report.measurement
-    lines = [f"graph: {report.graph} (sha256 {report.graph_sha256[:12]})",
+    lines = [f"graph: {report.graph} (sha256 {report.graph_sha256[:12]}); INT8 for "
+             f"{cal.get('target', 'tensorrt')}",
              f"calibration: {cal['method']}, {cal['crops']} crops of {cal['crop']} from "
              f"{cal['images']}",
              f"measurement: {mea['crops']} crops of {mea['crop']} from {mea['images']} "

@@ -135,9 +135,14 @@ def bench(ckpt: Path, req: GraphRequest, sizes=DEFAULT_SIZES, batches=(1,), repe
                              "macs_per_image": macs.macs, "macs_paper_per_image": macs.macs_paper,
                              "peak_rss_mb": memory[key].peak_mb,
                              "run_memory_mb": memory[key].added_mb, "times_s": t})
+    # The kernels a backend chose name the instruction sets it runs on (OpenVINO's
+    # `brgconv_avx512_amx_I8`: AVX-512 with AMX, INT8), where it says.
+    kernels = {":".join(key): backend.kernels() for key, backend in backends.items()
+               if callable(getattr(backend, "kernels", None))}
     for backend in backends.values():
         backend.close()
     return {"checkpoint": str(ckpt), "device": device_name(), "threads": threads,
+            "kernels": kernels,
             "repeats": repeats, "warmup_runs": 1, "order": "alternating rounds",
             "memory": "peak_rss_mb: the process's peak resident memory during the contender's "
                       "warm-up run (all models loaded); run_memory_mb: the part that run added",
@@ -164,6 +169,11 @@ def markdown(report: dict) -> str:
     for r in report["unavailable"]:
         lines.append(f"| all | | {r['backend']}:{r['precision']} | not run: {r['reason']} "
                      f"| | | | | |")
+    if report.get("kernels"):
+        lines += ["", "convolution kernels (they name the instruction sets used):"]
+        lines += [f"- {name}: " + ", ".join(f"{kernel} x{count}" for kernel, count in
+                                            sorted(used.items(), key=lambda kv: -kv[1]))
+                  for name, used in report["kernels"].items()]
     return "\n".join(lines)
 
 

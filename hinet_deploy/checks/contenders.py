@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from hinet_deploy.build.flow import PRECISIONS, GraphRequest, precision_graphs
+from hinet_deploy.build.flow import PRECISIONS, GraphRequest, backend_models, precision_graphs
 from hinet_deploy.runtime.backends import BACKENDS, ModelFiles
 
 # The reference every check measures against: the checkpoint in PyTorch, FP32.
@@ -36,8 +36,10 @@ class Contender:
 def contenders(ckpt: Path, req: GraphRequest, engines=(), precisions=PRECISIONS) -> list[Contender]:
     """The baseline first, then what each backend of the table runs here, in the table's order:
     the graphs of `precisions`, each engine built for the checks (engines: [(precision, engine
-    path)])."""
-    models = ModelFiles(Path(ckpt), dict(precision_graphs(req, precisions)), dict(engines))
+    path)]), and the models built for one backend alone where INT8 is among `precisions`
+    (OpenVINO INT8)."""
+    built = backend_models(req) if "int8" in precisions else {}
+    models = ModelFiles(Path(ckpt), dict(precision_graphs(req, precisions)), dict(engines), built)
     found = [Contender(name, precision, model, tuple(options))
              for name, cls in BACKENDS.items()
              for precision, model, options in cls.check_runs(models)]

@@ -11,7 +11,7 @@ from hinet_deploy.common.errors import HinetDeployError
 from hinet_deploy.common.limits import HINET_SIZE_MULTIPLE
 from hinet_deploy.engines.build import DEFAULT_MAX, DEFAULT_MIN, DEFAULT_OPT
 from hinet_deploy.engines.tensorrt_module import MODULES as TENSORRT_MODULES
-from hinet_deploy.common.files import (DEFAULT_OUTPUT_DIR, atomic_path, input_file, output_file,
+from hinet_deploy.common.files import (DEFAULT_OPENVINO_DIR, DEFAULT_OUTPUT_DIR, atomic_path, input_file, output_file,
                                        writable_dir)
 
 def _shape(shape) -> str:
@@ -109,6 +109,7 @@ def add_build(sub):
                  "--fp16 --ckpt HINet-GoPro.pth --max 1 1088 1920",
                  "--int8 --onnx hinet-out/gopro.onnx --calib-dir my_frames/",
                  "--int8 --ckpt demo --float-layers auto --target-db 45",
+                 "--int8 --openvino --ckpt demo --float-layers auto   (CPUs: OpenVINO INT8)",
                  "--fp16 --ckpt demo --compute-capability SM86 SM89 SM120")
     prec = p.add_mutually_exclusive_group()
     for name, what in (("fp32", "FP32 throughout"), ("fp16", "FP16, instance norm kept in FP32"),
@@ -120,9 +121,13 @@ def add_build(sub):
     src.add_argument("--ckpt", type=Path, help="checkpoint (`demo` for the shipped demo model)")
     src.add_argument("--onnx", type=Path, help="an FP32 graph from hinet-deploy export (default: "
                                                "the graph `export` wrote last in this directory)")
+    p.add_argument("--openvino", action="store_true",
+                   help="with --int8: an OpenVINO INT8 model for CPUs (NNCF's quantizer; IR with a "
+                        "sidecar) instead of a TensorRT engine")
     p.add_argument("-o", "--output", type=Path,
                    help=f"engine file (default {DEFAULT_OUTPUT_DIR}/engines/<graph>.<profile>."
-                        f"<tensorrt>.engine)")
+                        f"<tensorrt>.engine; with --openvino {DEFAULT_OUTPUT_DIR}/openvino/<graph>."
+                        f"openvino-int8.xml)")
     p.add_argument("--variant", help="official architecture to load the checkpoint into")
     p.add_argument("--tensorrt", choices=TENSORRT_MODULES,
                    help="which TensorRT builds the engine (default: tensorrt if importable, else "
@@ -180,9 +185,13 @@ def cmd_build(args) -> int:
     req = GraphRequest(ckpt=ckpt, onnx=onnx_path, variant=args.variant,
                        precision=args.precision, io_fp16=args.io_fp16, calib=calib,
                        hin_plugin=args.hin_plugin)
+    if args.openvino:
+        req.out_dir = DEFAULT_OPENVINO_DIR
     if args.output is not None:
         req.out_dir = args.output.parent
-    writable_dir(req.out_dir, "engine folder")
+    writable_dir(req.out_dir, "model folder" if args.openvino else "engine folder")
+    if args.openvino:
+        return _build_openvino(req, args.output)
     options = BuildOptions(profile, args.workspace_mb, args.timing_cache,
                            tuple(args.compute_capability))
     engine, sidecar = build(req, args.output, args.tensorrt, options, args.verbose)
@@ -202,10 +211,52 @@ def cmd_build(args) -> int:
     return 0
 
 
+def _build_openvino(req, output) -> int:
+    from hinet_deploy.build.flow import build_openvino
+
+    path, facts = build_openvino(req, output)
+    choice = facts.get("float_choice")
+    if choice:
+        print(f"float layers chosen by measurement on OpenVINO INT8: "
+              f"{', '.join(choice['layers']) or 'none'} ({100 * choice['float_macs_share']:.1f} % "
+              f"of MACs in float" + ("" if choice["reached"] else
+                                     f"; target {choice['target_db']:g} dB NOT reached") + ")")
+    size = (path.stat().st_size + path.with_suffix(".bin").stat().st_size) / 2**20
+    print(f"OpenVINO INT8 against FP32 on {facts['measurement']['crops']} held-out crops of "
+          f"{facts['measurement']['crop']}: {facts['psnr_vs_fp32']:.2f} dB (worst "
+          f"{facts['worst_psnr_vs_fp32']:.2f}); float layers: "
+          f"{', '.join(facts['float_layers']) or 'none'}")
+    print(f"wrote {path} ({size:.1f} MB with {path.with_suffix('.bin').name}, OpenVINO "
+          f"{facts['openvino'].split('-')[0]}, NNCF {facts['nncf']}, int8) and {path.name}.json; "
+          f"run it with `hinet-deploy restore --model {path} ...`")
+    return 0
+
+
+# What only a TensorRT engine build takes (dest -> flag), refused with --openvino.
+TENSORRT_ONLY = {"tensorrt": "--tensorrt", "min": "--min", "opt": "--opt", "max": "--max",
+                 "workspace_mb": "--workspace-mb", "timing_cache": "--timing-cache",
+                 "compute_capability": "--compute-capability", "io_fp16": "--io-fp16",
+                 "hin_plugin": "--hin-plugin"}
+
+
 def _check_build_inputs(args) -> None:
     """Everything a build reads and writes, checked before its long work starts."""
     from hinet_deploy.export.metadata import read_graph_metadata
 
+    if args.openvino:
+        from hinet_deploy.build.nncf_model import require_nncf
+        from hinet_deploy.build.openvino_int8 import check_output
+
+        if args.precision != "int8":
+            raise HinetDeployError(f"--openvino builds INT8 models; OpenVINO runs the FP32 graph "
+                                   f"itself at {args.precision}: `hinet-deploy restore --backend "
+                                   f"openvino --precision {'bf16' if args.precision == 'fp16' else 'fp32'} ...`")
+        given = [flag for dest, flag in TENSORRT_ONLY.items() if getattr(args, dest)]
+        if given:
+            raise HinetDeployError(f"{', '.join(given)}: for TensorRT engines, not --openvino")
+        if args.output is not None:
+            check_output(args.output)
+        require_nncf()
     if args.precision != "int8" and args.calib_dir is not None:
         raise HinetDeployError(f"--calib-dir is for --int8 (calibration); an --{args.precision} "
                                f"build uses no calibration images")

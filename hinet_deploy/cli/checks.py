@@ -5,6 +5,7 @@ import json
 import tempfile
 from pathlib import Path
 
+from hinet_deploy.calib.data import DEFAULT_COUNT
 from hinet_deploy.calib.photos import DEMO_NOISE_SIGMA
 from hinet_deploy.checks.timing import MachineLoad
 from hinet_deploy.cli.args import (add_choice_options, add_int8_options, calib_options,
@@ -147,7 +148,11 @@ def add_sensitivity(sub):
                 "at a time kept in float, ranked, with MACs; and the float layers to choose",
                 "", "--ckpt my_denoiser.pth --images held_out_frames/ --calib-dir my_frames/",
                 "--ckpt gopro.pth --crop 128 --count 2 --candidates 12",
-                "--ckpt demo --target-db 46")
+                "--ckpt demo --target-db 46",
+                "--ckpt demo --openvino            (for OpenVINO INT8 on the CPU)")
+    p.add_argument("--openvino", action="store_true",
+                   help="measure for OpenVINO INT8 (NNCF's quantizer, run in OpenVINO), as "
+                        "`build --int8 --openvino` ships it; default: TensorRT's Q/DQ graph")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--ckpt", type=Path, help="checkpoint (default: the demo model)")
     src.add_argument("--onnx", type=Path, help="an FP32 graph from hinet-deploy export")
@@ -166,7 +171,10 @@ def add_sensitivity(sub):
     p.add_argument("--calib-dir", type=Path, help="folder of calibration images (default: the "
                    "shipped training photographs with the demo noise)")
     p.add_argument("--calib-method", choices=CALIBRATION_METHODS, default=DEFAULT_CALIBRATION,
-                   help=f"INT8 calibration (default {DEFAULT_CALIBRATION})")
+                   help=f"INT8 calibration for TensorRT (default {DEFAULT_CALIBRATION}; "
+                        f"--openvino: NNCF's own)")
+    p.add_argument("--calib-count", type=positive_int, default=DEFAULT_COUNT,
+                   help=f"calibration crops (default {DEFAULT_COUNT}, as the build's)")
     add_choice_options(p, "the choice shown: ")
     p.add_argument("--top", type=positive_int, default=20,
                    help="rows of the ranked table printed (default 20; all in the files)")
@@ -191,14 +199,22 @@ def cmd_sensitivity(args) -> int:
     ckpt = None if args.onnx else checkpoint_or_demo(args.ckpt)
     graph = fp32_graph(GraphRequest(ckpt=ckpt, onnx=args.onnx))  # the one build reuses
     stem = graph.name.removesuffix(".onnx").removesuffix(".fp32")
-    json_path = args.json or args.out_dir / f"{stem}.json"
+    json_path = args.json or args.out_dir / f"{stem}{'.openvino' if args.openvino else ''}.json"
     output_file(json_path, "--json")
-    calib = CalibOptions(folder=args.calib_dir, method=args.calib_method)
+    calib = CalibOptions(folder=args.calib_dir, method=args.calib_method, count=args.calib_count)
     measure = MeasureOptions(args.images, args.count, args.crop, candidates=args.candidates,
                              screen_crop=args.screen_crop)
-    sensitivity = Sensitivity(graph, calib, measure)
+    auto = AutoFloat(args.target_db, args.float_macs_budget, measure)
+    if args.openvino:
+        from hinet_deploy.build.nncf_model import require_nncf
+        from hinet_deploy.build.openvino_int8 import with_default_target
+
+        require_nncf()
+        auto = with_default_target(auto)
+    sensitivity = Sensitivity(graph, calib, measure,
+                              target="openvino" if args.openvino else "tensorrt")
     report = sensitivity.report()
-    choice = sensitivity.choose(AutoFloat(args.target_db, args.float_macs_budget, measure))
+    choice = sensitivity.choose(auto)
     default = sensitivity.listed(DEFAULT_FLOAT_LAYERS)
     compared = (f"the default float layers ({' '.join(DEFAULT_FLOAT_LAYERS)}): "
                 f"{default.psnr:.2f} dB against FP32 (worst crop {default.worst_psnr:.2f}), "

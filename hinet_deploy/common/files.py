@@ -17,6 +17,7 @@ from hinet_deploy.common.errors import DISK_FULL_ERRNOS, DiskFullError, HinetDep
 # Where the commands write when told nowhere else: under the directory they run in, never inside
 # the package, and not build/, which setuptools and pip use when they build a wheel here.
 DEFAULT_OUTPUT_DIR = Path("hinet-out")
+DEFAULT_OPENVINO_DIR = DEFAULT_OUTPUT_DIR / "openvino"  # OpenVINO INT8 models (build --openvino)
 CACHE_ENV = "HINET_DEPLOY_CACHE"  # overrides where cache_dir() is
 
 

@@ -19,7 +19,7 @@ DISTRIBUTION = "hinet-deploy"
 EXTRA_OF = {"torch": "export", "onnx": "export", "onnx_graphsurgeon": "export",
             "skimage": "export", "matplotlib": "export", "onnxruntime": "onnxruntime",
             "tensorrt_rtx": "trt", "cuda": "trt", "av": "video", "ray": "cluster",
-            "pyarrow": "cluster", "openvino": "openvino"}
+            "pyarrow": "cluster", "openvino": "openvino", "nncf": "nncf"}
 # What an extra cannot bring on some platforms, said after the install line.
 EXTRA_NOTES = {"gpu": "after `pip uninstall -y onnxruntime`: both builds install one module",
                "export": "on Jetson, torch comes from NVIDIA's own wheel for JetPack",

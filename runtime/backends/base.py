@@ -57,12 +57,13 @@ class NoOptions:
 
 @dataclass(frozen=True)
 class ModelFiles:
-    """What the checks have of one model: the checkpoint, its graph per precision and its engines
-    per precision. Each backend says which of them it runs here (BackendBase.check_runs)."""
+    """What the checks have of one model: the checkpoint, its graph per precision, its engines
+    per precision and the models built for one backend alone (OpenVINO's INT8 IR). Each backend says which of them it runs here (BackendBase.check_runs)."""
 
     checkpoint: Path
     graphs: dict = field(default_factory=dict)  # precision -> ONNX graph
     engines: dict = field(default_factory=dict)  # precision -> engine
+    built: dict = field(default_factory=dict)  # `backend:precision` -> a backend's own model
 
 
 class BackendBase:
