@@ -76,9 +76,8 @@ class Choice:
                 f"{100 * self.share:.1f} % of MACs in float")
 
     def facts(self) -> dict:
-        return {"layers": list(self.layers), "psnr_vs_fp32": round(self.psnr, 3),
-                "worst_psnr_vs_fp32": round(self.worst_psnr, 3),
-                "int8_psnr_vs_fp32": round(self.int8_psnr, 3),
+        return {"layers": list(self.layers), "psnr_vs_fp32": self.psnr,
+                "worst_psnr_vs_fp32": self.worst_psnr, "int8_psnr_vs_fp32": self.int8_psnr,
                 "float_macs_share": round(self.share, 5), "target_db": self.target_db,
                 "macs_budget": self.macs_budget, "reached": self.reached,
                 "measured_on": self.measured_on}

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hinet_deploy.build.calibration import DEFAULT_TARGET_DB
+from hinet_deploy.build.calibration import (DEFAULT_MEASURE_COUNT, DEFAULT_MEASURE_CROP,
+                                            DEFAULT_TARGET_DB)
 from hinet_deploy.common.errors import HinetDeployError
 from hinet_deploy.common.files import input_file
 from hinet_deploy.export.precision import (CALIBRATION_METHODS, DEFAULT_CALIBRATION,
@@ -96,6 +97,12 @@ def add_int8_options(p):
     p.add_argument("--measure-images", type=Path, default=None,
                    help="with --float-layers auto: images the choice is measured on, never the "
                         "calibration images (default: the shipped held-out photographs)")
+    p.add_argument("--measure-count", type=positive_int, default=None,
+                   help=f"with --float-layers auto: measurement crops (default "
+                        f"{DEFAULT_MEASURE_COUNT}; `sensitivity --count`)")
+    p.add_argument("--measure-crop", type=positive_int, default=None,
+                   help=f"with --float-layers auto: measurement crop size (default "
+                        f"{DEFAULT_MEASURE_CROP}; `sensitivity --crop`)")
 
 
 def add_choice_options(p, prefix: str = ""):
@@ -113,15 +120,18 @@ def calib_options(args, **extra):
     auto = args.float_layers is not None and "auto" in args.float_layers
     if auto and len(args.float_layers) > 1:
         raise HinetDeployError("--float-layers auto chooses every float layer; name none beside it")
+    measure = {"folder": args.measure_images, "count": args.measure_count,
+               "crop": args.measure_crop}
     if not auto and (args.target_db is not None or args.float_macs_budget is not None
-                     or args.measure_images is not None):
-        raise HinetDeployError("--target-db, --float-macs-budget and --measure-images are for "
+                     or any(v is not None for v in measure.values())):
+        raise HinetDeployError("--target-db, --float-macs-budget and --measure-* are for "
                                "--float-layers auto")
     if args.measure_images is not None and not args.measure_images.is_dir():
         raise HinetDeployError(f"--measure-images {args.measure_images} is not a folder")
     if auto:
         calib.auto = AutoFloat(args.target_db, args.float_macs_budget,
-                               MeasureOptions(folder=args.measure_images))
+                               MeasureOptions(**{k: v for k, v in measure.items()
+                                                 if v is not None}))
     elif args.float_layers is not None:
         calib.float_layers = tuple(args.float_layers)
     return calib

@@ -5,7 +5,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from hinet_deploy.calib.data import DEFAULT_COUNT
+from hinet_deploy.calib.data import DEFAULT_COUNT, DEFAULT_CROP
 from hinet_deploy.calib.photos import DEMO_NOISE_SIGMA
 from hinet_deploy.checks.timing import MachineLoad
 from hinet_deploy.cli.args import (add_choice_options, add_int8_options, calib_options,
@@ -175,6 +175,8 @@ def add_sensitivity(sub):
                         f"--openvino: NNCF's own)")
     p.add_argument("--calib-count", type=positive_int, default=DEFAULT_COUNT,
                    help=f"calibration crops (default {DEFAULT_COUNT}, as the build's)")
+    p.add_argument("--calib-crop", type=positive_int, default=DEFAULT_CROP,
+                   help=f"calibration crop size (default {DEFAULT_CROP}, as the build's)")
     add_choice_options(p, "the choice shown: ")
     p.add_argument("--top", type=positive_int, default=20,
                    help="rows of the ranked table printed (default 20; all in the files)")
@@ -201,7 +203,8 @@ def cmd_sensitivity(args) -> int:
     stem = graph.name.removesuffix(".onnx").removesuffix(".fp32")
     json_path = args.json or args.out_dir / f"{stem}{'.openvino' if args.openvino else ''}.json"
     output_file(json_path, "--json")
-    calib = CalibOptions(folder=args.calib_dir, method=args.calib_method, count=args.calib_count)
+    calib = CalibOptions(folder=args.calib_dir, method=args.calib_method, count=args.calib_count,
+                         crop=args.calib_crop)
     measure = MeasureOptions(args.images, args.count, args.crop, candidates=args.candidates,
                              screen_crop=args.screen_crop)
     auto = AutoFloat(args.target_db, args.float_macs_budget, measure)
