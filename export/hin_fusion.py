@@ -162,3 +162,58 @@ def reference_op_class():
                                   epsilon, negative_slope),)
 
     return HalfInstanceNormLeakyReLU
+
+
+def unsplit_hin_blocks(model: onnx.ModelProto) -> tuple[onnx.ModelProto, FusionReport]:
+    """Each HIN block without its split and concatenation, for backends where those cost more than
+    the arithmetic they save (OpenVINO on the CPU: README): the instance norm runs over all C
+    channels with gamma and beta padded by zeros, so the second half comes out 0, and X times a
+    0/1 channel mask adds that half back as it was:
+
+        X -> InstanceNormalization(gamma|0, beta|0) -> Add(X * (0|1)) -> LeakyRelu
+
+    The same numbers as the block (the second half's statistics are computed and multiplied by
+    0); the input model is not modified."""
+    import onnx_graphsurgeon as gs
+
+    graph = gs.import_onnx(model)
+    report = FusionReport()
+    for inorm in [n for n in graph.nodes if n.op == "InstanceNormalization"]:
+        try:
+            x, relu, attrs = _match(inorm)
+        except _NoMatch as exc:
+            report.skipped.append(f"{inorm.name}: {exc}")
+            continue
+        half = len(attrs["gamma"])
+        channels = _channels(x, half)
+        pad = np.zeros(channels - half, np.float32)
+        gamma = np.concatenate([np.asarray(attrs["gamma"], np.float32), pad])
+        beta = np.concatenate([np.asarray(attrs["beta"], np.float32), pad])
+        keep = np.concatenate([np.zeros(half, np.float32), np.ones(channels - half, np.float32)])
+        name = inorm.name
+        normed = gs.Variable(f"{name}/all_channels", dtype=np.float32)
+        kept = gs.Variable(f"{name}/kept_half", dtype=np.float32)
+        joined = gs.Variable(f"{name}/joined", dtype=np.float32)
+        graph.nodes += [
+            gs.Node("InstanceNormalization", name=f"{name}/all_channels", inputs=[
+                x, gs.Constant(f"{name}/gamma_padded", gamma),
+                gs.Constant(f"{name}/beta_padded", beta)], outputs=[normed],
+                attrs={"epsilon": attrs["epsilon"]}),
+            gs.Node("Mul", name=f"{name}/keep", outputs=[kept], inputs=[
+                x, gs.Constant(f"{name}/keep_mask", keep.reshape(1, -1, 1, 1))]),
+            gs.Node("Add", name=f"{name}/join", inputs=[normed, kept], outputs=[joined])]
+        relu.inputs[0] = joined
+        report.fused += 1
+    graph.cleanup().toposort()
+    rewritten = gs.export_onnx(graph)
+    rewritten.metadata_props.extend(model.metadata_props)
+    rewritten.ir_version = model.ir_version
+    return rewritten, report
+
+
+def _channels(x, half: int) -> int:
+    """C of the block's input: its static channel count, else twice the normed half."""
+    shape = getattr(x, "shape", None)
+    if shape is not None and len(shape) == 4 and isinstance(shape[1], (int, np.integer)):
+        return int(shape[1])
+    return 2 * half
