@@ -89,6 +89,24 @@ def test_the_restorer_runs_it_in_int8_from_its_sidecar_alone(demo_build):
         open_backend(model, precision="bf16")
 
 
+def test_its_files_travel_together_and_run_elsewhere(demo_build, tmp_path):
+    """What `restore --ray` ships to a worker: the IR, its weights and its sidecar, which run from
+    another folder as they did."""
+    import shutil
+
+    from hinet_deploy.runtime.backends import OpenVinoBackend
+
+    _, model, _, _ = demo_build
+    files = OpenVinoBackend.model_files(model)
+    assert [f.name for f in files] == [model.name, model.with_suffix(".bin").name,
+                                       f"{model.name}.json"]
+    for f in files:
+        shutil.copy(f, tmp_path / f.name)
+    x = np.random.default_rng(0).random((1, 3, 64, 64), dtype=np.float32)
+    here, there = open_backend(model), open_backend(tmp_path / model.name)
+    assert there.precision == "int8" and np.array_equal(here.run(x), there.run(x))
+
+
 def test_its_output_is_the_recorded_psnr_from_fp32(demo_build):
     work, model, sidecar, _ = demo_build
     fp32 = work / sidecar["onnx"]

@@ -151,6 +151,14 @@ def test_bench_json(tmp_path):
             baseline_median / statistics.median(r["times_s"]))
         assert r["macs_paper_per_image"] > r["macs_per_image"] > 0
     assert r["speedup_vs_pytorch_fp32"] != 1.0  # a real ratio, not a row divided by itself
+    # OpenVINO names the kernels (instruction sets) it chose, convolution by convolution
+    openvino = [f"{b}:{p}" for b, p in CONTENDERS if b == "openvino"]
+    assert sorted(report["kernels"]) == sorted(openvino)
+    for name, kernels in report["kernels"].items():
+        assert sum(kernels.values()) >= 90  # the demo model's 93 convolutions
+        assert any("8" in k for k in kernels) == name.endswith("int8")  # I8 kernels for INT8 only
+    if openvino:
+        assert "convolution kernels (they name the instruction sets used)" in bench_markdown(report)
     if shutil.which("lscpu"):  # the processor the report names is the one lscpu (util-linux) names
         lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
         model = next(line.split(":", 1)[1].strip() for line in lscpu.splitlines()
