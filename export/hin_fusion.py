@@ -123,18 +123,23 @@ def _match(inorm):
     return x, relu, attrs
 
 
+def _blocks(graph, report: FusionReport):
+    """(instance norm, X, LeakyRelu node, plugin attrs) of each HIN block of a graphsurgeon graph;
+    each instance norm that is not one is recorded in `report.skipped` with why."""
+    for inorm in [n for n in graph.nodes if n.op == "InstanceNormalization"]:
+        try:
+            yield (inorm, *_match(inorm))
+        except _NoMatch as exc:
+            report.skipped.append(f"{inorm.name}: {exc}")
+
+
 def fold_hin_blocks(model: onnx.ModelProto) -> tuple[onnx.ModelProto, FusionReport]:
     """Returns the rewritten model and what was fused; the input model is not modified."""
     import onnx_graphsurgeon as gs
 
     graph = gs.import_onnx(model)
     report = FusionReport()
-    for inorm in [n for n in graph.nodes if n.op == "InstanceNormalization"]:
-        try:
-            x, relu, attrs = _match(inorm)
-        except _NoMatch as exc:
-            report.skipped.append(f"{inorm.name}: {exc}")
-            continue
+    for inorm, x, relu, attrs in _blocks(graph, report):
         out = relu.outputs[0]
         relu.outputs = []  # detach: cleanup() removes everything that no longer reaches an output
         graph.nodes.append(gs.Node(PLUGIN_OP, name=f"{inorm.name}_fused", domain=PLUGIN_DOMAIN,
@@ -178,12 +183,7 @@ def unsplit_hin_blocks(model: onnx.ModelProto) -> tuple[onnx.ModelProto, FusionR
 
     graph = gs.import_onnx(model)
     report = FusionReport()
-    for inorm in [n for n in graph.nodes if n.op == "InstanceNormalization"]:
-        try:
-            x, relu, attrs = _match(inorm)
-        except _NoMatch as exc:
-            report.skipped.append(f"{inorm.name}: {exc}")
-            continue
+    for inorm, x, relu, attrs in _blocks(graph, report):
         half = len(attrs["gamma"])
         channels = _channels(x, half)
         pad = np.zeros(channels - half, np.float32)

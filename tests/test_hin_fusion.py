@@ -13,7 +13,8 @@ from onnx.reference import ReferenceEvaluator
 
 from conftest import GOPRO_LIKE, REPO, SIDD_LIKE, random_net
 from hinet_deploy.export.checkpoint import LoadedModel, random_model
-from hinet_deploy.export.hin_fusion import PLUGIN_OP, fold_hin_blocks, hin_reference, reference_op_class
+from hinet_deploy.export.hin_fusion import (PLUGIN_OP, fold_hin_blocks, hin_reference,
+                                           reference_op_class, unsplit_hin_blocks)
 from hinet_deploy.export.onnx_export import export_onnx
 from hinet_deploy.export.precision import to_fp16
 
@@ -46,6 +47,24 @@ def test_fused_graph_matches_unfused(config, blocks, tmp_path):
         diff = np.abs(evaluator.run(None, {"input": x})[0] - unfused.run(None, {"input": x})[0]).max()
         print(f"{shape}: max abs diff fused (reference op) vs unfused (ORT) {diff:.1e}")
         assert diff < 1e-4
+
+
+@pytest.mark.parametrize("config, blocks", [(GOPRO_LIKE, 4), (SIDD_LIKE, 10)])
+def test_unsplit_blocks_compute_the_same(config, blocks, tmp_path):
+    """The layout OpenVINO INT8 is built from: no split, no concatenation in any HIN block, every
+    instance norm over all channels, and the outputs of the graph as exported."""
+    path = _graph(LoadedModel(random_net(config), config, [], None, None), tmp_path)
+    exported = onnx.load(str(path))
+    unsplit, report = unsplit_hin_blocks(exported)
+    assert report.fused == blocks and not report.skipped
+    ops = _ops(unsplit)
+    assert "Slice" not in ops and ops.count("InstanceNormalization") == blocks
+    assert ops.count("Concat") == _ops(exported).count("Concat") - blocks  # the U-Net's remain
+    assert unsplit.metadata_props == exported.metadata_props
+    before = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    after = ort.InferenceSession(unsplit.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).random((2, 3, 32, 48), dtype=np.float32)
+    assert np.abs(before.run(None, {"input": x})[0] - after.run(None, {"input": x})[0]).max() < 1e-5
 
 
 def test_fp16_graph_with_casts_fuses(small_onnx, tmp_path):

@@ -23,6 +23,7 @@ import numpy as np
 from hinet_deploy.build.calibration import (AutoFloat, CalibOptions, ImageSet, MeasureOptions,
                                             calibration_cache, calibration_crops,
                                             calibration_images, check_apart, measurement_images)
+from hinet_deploy.build.nncf_model import recipe
 from hinet_deploy.common.files import atomic_path, file_sha256
 from hinet_deploy.common.progress import progress_bar, say
 from hinet_deploy.runtime.backends import BACKENDS
@@ -95,6 +96,8 @@ class Report:
     layers: list[LayerCost]  # ranked: most dB recovered first
     seconds: float  # what the measurement took when it ran (calibration included)
     cached: bool  # everything came from the cache this time
+    # OpenVINO: the seconds each layer adds in float (what the choice ranks by, with the dB)
+    float_seconds: dict | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -132,7 +135,7 @@ class Sensitivity:
 
     def _cache_key(self) -> str:
         m = self.measure
-        method = self.calib.method if self.target == "tensorrt" else self.target
+        method = self.calib.method if self.target == "tensorrt" else f"openvino-{recipe()}"
         text = json.dumps([self.graph_sha256, method, self._calib_crops.fingerprint(),
                            self._crops.fingerprint(), m.candidates, m.screen_crop])
         return hashlib.sha256(text.encode()).hexdigest()[:20]
@@ -179,6 +182,17 @@ class Sensitivity:
                 self._cache["macs"] = {"layers": self._macs[0], "total": self._macs[1]}
         return self._macs
 
+    def float_costs(self) -> dict[str, float]:
+        """What keeping each layer in float costs in the choice's ranking: its MACs for TensorRT;
+        for OpenVINO the seconds it adds, measured with OpenVINO's per-layer counters (the layer
+        with its reorders and quantizers, all layers in float against all INT8, at the measurement
+        crop): a thin full-resolution convolution costs far more time than its MACs say."""
+        if self.target == "tensorrt":
+            return {layer: float(macs) for layer, (_, macs) in self.layer_macs()[0].items()}
+        if "float_seconds" not in self._cache:
+            self._cache["float_seconds"] = self.runner().float_seconds(self.measure.crop)
+        return self._cache["float_seconds"]
+
     def report(self) -> Report:
         """Every INT8 convolution alone in float, ranked by the dB it recovers."""
         start = time.monotonic()
@@ -201,13 +215,14 @@ class Sensitivity:
                 costs.append(LayerCost(layer, macs[layer][0], macs[layer][1], mean, worst,
                                        mean - self._cache["screen"][""][0], screened_out=True))
         bar.close()
+        seconds = self.float_costs() if self.target == "openvino" else None
         cached = self._runner is None
         self._cache["seconds"] = self._cache.get("seconds", 0.0) + time.monotonic() - start
         self._write_cache()
         costs.sort(key=lambda c: (c.screened_out, -c.gain))
         return Report(str(self.fp32), self.graph_sha256, self._calibration_facts(),
                       self._measurement_facts(), total, base[0], base[1], costs,
-                      self._cache["seconds"], cached)
+                      self._cache["seconds"], cached, seconds)
 
     def _screen(self, layers: list[str]) -> set[str]:
         """The `candidates` layers that recover most on one small crop (a cheap first pass)."""
@@ -256,11 +271,14 @@ class Sensitivity:
 
     # --- choosing --------------------------------------------------------------------------------
     def choose(self, auto: AutoFloat) -> Choice:
-        """Float layers added greedily by dB recovered per float MAC, each gain re-measured with the
-        layers already chosen (gains do not add up), until the target PSNR or the MAC budget."""
+        """Float layers added greedily by dB recovered per float cost (MACs; OpenVINO: measured
+        seconds, `float_costs`), each gain re-measured with the layers already chosen (gains do not
+        add up), until the target PSNR or the MAC budget."""
         report = self.report()
         target, budget = auto.target(), auto.macs_budget
         macs = {c.layer: c.macs for c in report.layers}
+        costs = self.float_costs()
+        floor = max(min(costs.values()), 0.0) * 0.1 or 1e-9  # a layer that costs nothing measurable
         estimate = {c.layer: (c.gain, ()) for c in report.layers if c.gain > 0 and not c.screened_out}
         chosen: list[str] = []
         current, worst = report.int8_psnr, report.int8_worst_psnr
@@ -270,7 +288,7 @@ class Sensitivity:
                     if budget is None or used + macs[layer] <= budget * report.total_macs]
             if not fits:
                 break
-            best = max(fits, key=lambda layer: estimate[layer][0] / max(macs[layer], 1))
+            best = max(fits, key=lambda layer: estimate[layer][0] / max(costs[layer], floor))
             gain, measured_with = estimate[best]
             if measured_with != tuple(chosen):  # stale: re-measure with the layers chosen so far
                 mean, _ = self.psnr(chosen + [best])
@@ -349,6 +367,23 @@ class _Runner:
 
 class _OpenVinoRunner(_Runner):
     """NNCF's all-INT8 model, its float switches, each switched model run in OpenVINO INT8."""
+
+    def float_seconds(self, crop: int, runs: int = 3) -> dict[str, float]:
+        """{layer: seconds it adds in float} from OpenVINO's per-layer counters: all layers in
+        float against all INT8 on a crop, each layer with the entries OpenVINO names after it
+        (its reorders and output quantizer)."""
+        x = np.random.default_rng(0).random((1, 3, crop, crop), dtype=np.float32)
+        layers = self.switches.layers
+        names = {layer: self.switches.nodes[layer].name for layer in layers}
+        times = []
+        for model in (self.switches.floated([]), self.switches.floated(layers)):
+            seconds = dict.fromkeys(layers, 0.0)
+            for name, spent in BACKENDS["openvino"].layer_seconds(model, x, runs).items():
+                for layer, node in names.items():
+                    if name == node or name.endswith(f"_{node}") or f"{node}/" in name:
+                        seconds[layer] += spent
+            times.append(seconds)
+        return {layer: times[1][layer] - times[0][layer] for layer in layers}
 
     def make_switches(self, fp32: Path, graph_sha256: str, calib: CalibOptions, calib_crops, log):
         from hinet_deploy.build.nncf_model import OpenVinoSwitches, nncf_all_int8
