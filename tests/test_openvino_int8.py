@@ -107,6 +107,25 @@ def test_its_files_travel_together_and_run_elsewhere(demo_build, tmp_path):
     assert there.precision == "int8" and np.array_equal(here.run(x), there.run(x))
 
 
+@pytest.mark.parametrize("part", [".bin", ".xml.json"])
+def test_a_fifo_in_place_of_its_weights_or_sidecar_is_refused_not_waited_on(demo_build, tmp_path,
+                                                                             part):
+    import os
+    import shutil
+
+    _, model, _, _ = demo_build
+    copy = tmp_path / "m.xml"
+    shutil.copy(model, copy)
+    for suffix, source in ((".bin", model.with_suffix(".bin")), (".xml.json", Path(f"{model}.json"))):
+        target = tmp_path / f"m{suffix}"
+        os.mkfifo(target) if suffix == part else shutil.copy(source, target)
+    Image.fromarray(load_photo(HELD_OUT[0])[:64, :64]).save(tmp_path / "in.png")
+    result = subprocess.run([sys.executable, "-m", "hinet_deploy.cli", "restore", "--model",
+                             str(copy), str(tmp_path / "in.png"), "-o", str(tmp_path / "out")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0 and f"m{part} is a FIFO" in result.stderr, result.stderr
+
+
 def test_without_vnni_it_runs_with_the_same_numbers(demo_build, tmp_path):
     """OpenVINO held to AVX2 (oneDNN's ONEDNN_MAX_CPU_ISA: no VNNI, no AMX), as on older CPUs: the
     model runs on AVX2 kernels, and its output is the one of this CPU's own kernels (the 7-bit

@@ -21,6 +21,7 @@ from hinet_deploy.engines.sidecar import EngineSidecar
 from hinet_deploy.export.metadata import read_graph_metadata
 from hinet_deploy.export.onnx_export import export_onnx
 from hinet_deploy.export.precision import DEFAULT_FLOAT_LAYERS, to_fp16, to_int8
+from hinet_deploy.runtime.backends.openvino import INT8_MODEL
 from hinet_deploy.build.calibration import (CalibOptions, calibration_cache,
                                            calibration_images, calibration_reader)
 from hinet_deploy.common.errors import HinetDeployError
@@ -184,7 +185,7 @@ def backend_models_here() -> list[str]:
     `openvino:int8` where OpenVINO and NNCF are installed."""
     import importlib.util
 
-    return ["openvino:int8"] if all(importlib.util.find_spec(m) is not None
+    return [INT8_MODEL] if all(importlib.util.find_spec(m) is not None
                                     for m in ("openvino", "nncf")) else []
 
 
@@ -199,12 +200,12 @@ def backend_models(req: GraphRequest, log=_log) -> dict:
 
     if not backend_models_here():
         if importlib.util.find_spec("openvino") is not None:
-            log(f"openvino:int8 is not compared: building it needs nncf "
+            log(f"{INT8_MODEL} is not compared: building it needs nncf "
                 f"({install_hint('nncf')})")
         return {}
     int8 = dataclasses.replace(req, precision="int8")
     path, _ = build_openvino(int8, None)
-    return {"openvino:int8": path}
+    return {INT8_MODEL: path}
 
 
 @contextlib.contextmanager

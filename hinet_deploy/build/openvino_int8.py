@@ -56,7 +56,7 @@ def build_openvino_int8(fp32: Path, calib: CalibOptions, output: Path | None, ou
 
     from hinet_deploy.build.sensitivity import Sensitivity
     from hinet_deploy.export.precision import float_nodes
-    from hinet_deploy.runtime.backends.openvino import sidecar_path
+    from hinet_deploy.engines.sidecar import sidecar_path
 
     nncf = require_nncf()
     ov = require("openvino", "writing OpenVINO models")

@@ -16,14 +16,16 @@ width stay dynamic.
 from __future__ import annotations
 
 import collections
-import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from hinet_deploy.common.errors import HinetDeployError, first_line
-from hinet_deploy.common.files import cache_dir
+from hinet_deploy.common.files import cache_dir, not_regular
+from hinet_deploy.common.untrusted import read_json
+from hinet_deploy.engines.sidecar import sidecar_path
 from hinet_deploy.common.lazy import require
 from hinet_deploy.export.metadata import OUTPUT_NAME, PREFIX, graph_limits
 from hinet_deploy.runtime.backends.base import BackendBase, option
@@ -35,25 +37,26 @@ INT8_MODEL = "openvino:int8"  # its key among ModelFiles.built
 QUANTIZER_OPS = ("FakeQuantize",)  # what OpenVINO makes of Q/DQ pairs when it reads a graph
 
 
-def sidecar_path(path) -> Path:
-    """The JSON beside a model that `build` wrote: MODEL.xml -> MODEL.xml.json."""
-    path = Path(path)
-    return path.with_name(path.name + ".json")
-
-
 def read_model_sidecar(path) -> dict:
-    """The sidecar's facts, or {} where the model has none; an unreadable one is one line."""
+    """The sidecar's facts (MODEL.xml.json, as for engines), or {} where the model has none; one
+    that is no regular file, too large or no JSON object is one line, never read past its bound."""
     side = sidecar_path(path)
-    if not side.is_file():
+    if not os.path.lexists(side):
         return {}
-    try:
-        facts = json.loads(side.read_text())
-    except (OSError, ValueError) as exc:
-        raise HinetDeployError(f"{side} is unreadable ({first_line(exc)}): rebuild the model or "
-                               f"remove it") from exc
+    facts = read_json(side, "model sidecar")
     if not isinstance(facts, dict):
-        raise HinetDeployError(f"{side} is not a model sidecar (a JSON object)")
+        raise HinetDeployError(f"model sidecar {side} does not hold an object: rebuild the model")
     return facts
+
+
+def _check_files(path: Path) -> None:
+    """Every file OpenVINO would read for the model is a regular file (a FIFO in their place
+    would block it forever), the weights of an IR included."""
+    for part in OpenVinoBackend.model_files(path)[:2]:
+        problem = not_regular(part)
+        if problem is not None:
+            what = "weights" if part.suffix.lower() == ".bin" else "model"
+            raise HinetDeployError(f"{what} {part} {problem}")
 
 
 def native_precisions(core, device: str = DEVICE) -> set[str]:
@@ -103,7 +106,7 @@ class OpenVinoBackend(BackendBase):
         """The model, its weights (.bin beside an .xml) and its sidecar where it has one."""
         path = Path(path)
         files = [path] + ([path.with_suffix(".bin")] if path.suffix.lower() == ".xml" else [])
-        return files + [side for side in (sidecar_path(path),) if side.is_file()]
+        return files + [side for side in (sidecar_path(path),) if os.path.lexists(side)]
 
     @classmethod
     def from_model(cls, model, name: str, **options) -> "OpenVinoBackend":
@@ -116,6 +119,7 @@ class OpenVinoBackend(BackendBase):
         return backend
 
     def __init__(self, path, precision: str | None = None, threads: int | None = None):
+        _check_files(Path(path))
         self._open(str(path), Path(path), precision, threads, read_model_sidecar(path))
 
     def _open(self, source, path: Path, precision, threads, sidecar: dict, cache: bool = True):
