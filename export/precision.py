@@ -148,7 +148,7 @@ def to_int8(src: Path, dst: Path, reader, *, method: str = DEFAULT_CALIBRATION,
     names = {node.name: layer for layer, node in switches.nodes.items()}
     with switches.floated([names[n] for n in excluded if n in names]) as model:
         with atomic_path(dst) as out:
-            onnx.save(without_dead_nodes(model), str(out))
+            onnx.save(_without_dead_nodes(model), str(out))
     cache = str(Path(cache_path).resolve()) if cache_path else ""
     return {"method": method, "float_nodes": excluded, "calibration_cache": cache,
             "calibration_cache_hit": cache_hit}
@@ -181,7 +181,7 @@ def _quantize(src: Path, dst: Path, reader, method: str, cache_path, cache_hit: 
                         calibration_cache_path=str(cache_path) if cache_path else None)
 
 
-def without_dead_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
+def _without_dead_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy without the Q/DQ nodes and weights that only float layers used."""
     import onnx_graphsurgeon as gs
 
@@ -197,8 +197,7 @@ class FloatSwitches:
     """The convolutions of a calibrated Q/DQ graph, each switchable back to float in place.
 
     A layer in float reads its activation from before the QuantizeLinear and the FP32 graph's
-    weights and bias (a quantizer that corrects biases, NNCF's, rewrites them in place under their
-    own names: the FP32 bias comes back under a name of its own), and the ops after it that are not INT8 convolutions read its output as it was made
+    weights, and the ops after it that are not INT8 convolutions read its output as it was made
     (onnxruntime's recipe also quantizes a quantized conv's output for whatever follows). That is
     what onnxruntime's `nodes_to_exclude` makes of a layer where no INT8 conv shares its input or
     output (where one does, onnxruntime leaves the shared quantized tensor in the float layer's
@@ -207,8 +206,6 @@ class FloatSwitches:
     """
 
     def __init__(self, qdq: onnx.ModelProto, fp32: onnx.ModelProto):
-        import onnx
-
         self.model = qdq
         producers = {out: node for node in qdq.graph.node for out in node.output}
         readers: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
@@ -216,10 +213,8 @@ class FloatSwitches:
             for index, name in enumerate(node.input):
                 readers.setdefault(name, []).append((node, index))
         fp32_weights = _conv_weights(fp32)
-        fp32_biases = _conv_weights(fp32, index=2)
         self.nodes: dict[str, onnx.NodeProto] = {}
         self._float: dict[str, tuple[str, onnx.TensorProto]] = {}
-        self._bias: dict[str, onnx.TensorProto] = {}
         self._output_readers: dict[str, tuple[str, list]] = {}
         for node in qdq.graph.node:
             source = _before_qdq(producers, node.input[0]) if node.op_type in QUANTIZED_OPS \
@@ -229,11 +224,6 @@ class FloatSwitches:
             layer = layer_name(node)
             self.nodes[layer] = node
             self._float[layer] = (source, fp32_weights[node.name])
-            if len(node.input) > 2 and node.name in fp32_biases:
-                bias = onnx.TensorProto()
-                bias.CopyFrom(fp32_biases[node.name])
-                bias.name = f"{bias.name}.fp32"
-                self._bias[layer] = bias
             self._output_readers[layer] = (node.output[0], _after_qdq(readers, node.output[0]))
 
     @property
@@ -257,15 +247,10 @@ class FloatSwitches:
                 node = self.nodes[layer]
                 edits += [(node, 0, node.input[0]), (node, 1, node.input[1])]
                 node.input[0], node.input[1] = source, weight.name
-                bias = self._bias.get(layer)
-                if bias is not None:
-                    edits.append((node, 2, node.input[2]))
-                    node.input[2] = bias.name
-                for tensor in (weight, bias):
-                    if tensor is not None and tensor.name not in existing:
-                        inits.append(tensor)
-                        existing.add(tensor.name)
-                        added.append(tensor.name)
+                if weight.name not in existing:
+                    inits.append(weight)
+                    existing.add(weight.name)
+                    added.append(weight.name)
                 raw, readers = self._output_readers[layer]
                 for reader, index in readers:
                     if id(reader) not in int8_convs:
@@ -302,15 +287,14 @@ def _after_qdq(readers: dict, name: str) -> list:
     return found
 
 
-def _conv_weights(model: onnx.ModelProto, index: int = 1) -> dict[str, onnx.TensorProto]:
-    """Each Conv/ConvTranspose node's weight initializer (`index` 2: its bias), through the
-    exporter's Identity nodes."""
+def _conv_weights(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
+    """Each Conv/ConvTranspose node's weight initializer (through the exporter's Identity nodes)."""
     inits = {init.name: init for init in model.graph.initializer}
     alias = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "Identity"}
     weights = {}
     for node in model.graph.node:
-        if node.op_type in QUANTIZED_OPS and len(node.input) > index:
-            name = alias.get(node.input[index], node.input[index])
+        if node.op_type in QUANTIZED_OPS:
+            name = alias.get(node.input[1], node.input[1])
             if name in inits:
                 weights[node.name] = inits[name]
     return weights

@@ -43,10 +43,11 @@ class AutoFloat:
     macs_budget: float | None = None  # share of the network's MACs allowed in float
     measure: MeasureOptions = field(default_factory=MeasureOptions)
 
-    def target(self) -> float | None:
-        """The target in force: the one asked for, else the default unless only a budget is."""
+    def target(self, default: float = DEFAULT_TARGET_DB) -> float | None:
+        """The target in force: the one asked for, else `default` (the INT8 target's own) unless
+        only a budget is."""
         if self.target_db is None and self.macs_budget is None:
-            return DEFAULT_TARGET_DB
+            return default
         return self.target_db
 
 

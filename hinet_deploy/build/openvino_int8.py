@@ -22,26 +22,6 @@ from hinet_deploy.common.files import atomic_path, file_sha256
 from hinet_deploy.common.lazy import require
 from hinet_deploy.common.progress import say
 
-# The automatic choice's default target for OpenVINO INT8, PSNR of its output against FP32 on the
-# held-out crops. Measured on the demo model (the greedy choice at each target, then the denoising
-# gain on the three whole held-out photographs against FP32's; all-INT8 is 44.56 dB): target 45.0
-# -> one float layer (1.5 % of MACs), 0.053 dB less gain; 45.5 -> three (3.3 %), 0.056 dB; 46.0
-# -> four (4.8 %), 0.042 dB; 46.5 -> six (6.6 %), 0.046 dB; 47.0 -> eight (9.7 %), 0.040 dB. Every
-# target from 45 dB keeps the gain within 0.1 dB; 46.0 is the least loss before it flattens. (Those
-# choices ranked layers by MACs; ranked by seconds, as now, 46.0 keeps five layers, 0.052 dB.)
-DEFAULT_TARGET_DB = 46.0
-
-
-def with_default_target(auto):
-    """The automatic choice with OpenVINO's default target where neither a target nor a budget
-    was asked for."""
-    import dataclasses
-
-    if auto.target_db is None and auto.macs_budget is None:
-        return dataclasses.replace(auto, target_db=DEFAULT_TARGET_DB)
-    return auto
-
-
 def default_output(fp32: Path, out_dir: Path, tag: str) -> Path:
     stem = fp32.name.removesuffix(".onnx").removesuffix(".fp32")
     return Path(out_dir) / f"{stem}.openvino-int8{tag}.xml"
@@ -67,7 +47,7 @@ def build_openvino_int8(fp32: Path, calib: CalibOptions, output: Path | None, ou
                               target="openvino")
     chosen = {}
     if calib.auto is not None:
-        choice = sensitivity.choose(with_default_target(calib.auto))
+        choice = sensitivity.choose(calib.auto)
         log(choice.summary())
         layers = choice.layers
         chosen = {"float_choice": choice.facts()}

@@ -20,17 +20,18 @@ from pathlib import Path
 
 import numpy as np
 
-from hinet_deploy.build.calibration import (AutoFloat, CalibOptions, ImageSet, MeasureOptions,
-                                            calibration_cache, calibration_crops,
+from hinet_deploy.build.calibration import (DEFAULT_TARGET_DB, AutoFloat, CalibOptions, ImageSet,
+                                            MeasureOptions, calibration_cache, calibration_crops,
                                             calibration_images, check_apart, measurement_images)
-from hinet_deploy.build.nncf_model import recipe
+from hinet_deploy.build.nncf_model import OPENVINO_TARGET_DB, recipe
 from hinet_deploy.common.files import atomic_path, file_sha256
 from hinet_deploy.common.progress import progress_bar, say
 from hinet_deploy.runtime.backends import BACKENDS
 from hinet_deploy.runtime.metrics import psnr
 
 CACHE_SCHEMA = "1"
-TARGETS = ("tensorrt", "openvino")
+# The INT8 targets, each with the automatic choice's default PSNR target against FP32.
+TARGETS = {"tensorrt": DEFAULT_TARGET_DB, "openvino": OPENVINO_TARGET_DB}
 
 
 @dataclass
@@ -275,7 +276,7 @@ class Sensitivity:
         seconds, `float_costs`), each gain re-measured with the layers already chosen (gains do not
         add up), until the target PSNR or the MAC budget."""
         report = self.report()
-        target, budget = auto.target(), auto.macs_budget
+        target, budget = auto.target(TARGETS[self.target]), auto.macs_budget
         macs = {c.layer: c.macs for c in report.layers}
         costs = self.float_costs()
         floor = max(min(costs.values()), 0.0) * 0.1 or 1e-9  # a layer that costs nothing measurable
@@ -350,10 +351,15 @@ class _Runner:
             self._references[key] = _output(self._fp32, crop)
         return self._references[key]
 
-    def psnr(self, layers, crops) -> tuple[float, float]:
+    def switched(self, layers):
+        """The INT8 graph with `layers` in float, opened as it is measured."""
         with self.switches.floated(list(layers)) as model:
-            session = self.session(model)
+            return self.session(model)
+
+    def psnr(self, layers, crops) -> tuple[float, float]:
+        session = self.switched(layers)
         values = [psnr(_output(session, crop), self.reference(crop)) for crop in crops]
+        session.close()
         return float(np.mean(values)), float(min(values))
 
     def layer_macs(self, crop: int) -> tuple[dict[str, tuple[str, int]], int]:
@@ -386,19 +392,13 @@ class _OpenVinoRunner(_Runner):
         return {layer: times[1][layer] - times[0][layer] for layer in layers}
 
     def make_switches(self, fp32: Path, graph_sha256: str, calib: CalibOptions, calib_crops, log):
-        from hinet_deploy.build.nncf_model import OpenVinoSwitches, nncf_all_int8
-        from hinet_deploy.common.lazy import require
+        from hinet_deploy.build.nncf_model import openvino_switches
 
-        quantized = nncf_all_int8(fp32, graph_sha256, calib_crops, log)
-        ov = require("openvino", "INT8 models for OpenVINO")
-        return OpenVinoSwitches(quantized, ov.Core().read_model(str(fp32)), self.fp32_model)
+        return openvino_switches(fp32, graph_sha256, calib_crops, self.fp32_model, log)
 
-    def psnr(self, layers, crops) -> tuple[float, float]:
-        session = BACKENDS["openvino"].from_model(self.switches.floated(list(layers)),
-                                                  "sensitivity.xml", precision="int8")
-        values = [psnr(_output(session, crop), self.reference(crop)) for crop in crops]
-        session.close()
-        return float(np.mean(values)), float(min(values))
+    def switched(self, layers):
+        return BACKENDS["openvino"].from_model(self.switches.floated(list(layers)),
+                                               "sensitivity.xml", precision="int8")
 
 
 def _output(backend, crop: np.ndarray) -> np.ndarray:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from hinet_deploy.build.calibration import (DEFAULT_MEASURE_COUNT, DEFAULT_MEASURE_CROP,
                                             DEFAULT_TARGET_DB)
+from hinet_deploy.build.nncf_model import OPENVINO_TARGET_DB
 from hinet_deploy.common.errors import HinetDeployError
 from hinet_deploy.common.files import input_file
 from hinet_deploy.export.precision import (CALIBRATION_METHODS, DEFAULT_CALIBRATION,
@@ -108,7 +109,8 @@ def add_int8_options(p):
 def add_choice_options(p, prefix: str = ""):
     p.add_argument("--target-db", type=positive_float, default=None,
                    help=f"{prefix}add float layers until INT8 is this close to FP32 (PSNR; default "
-                        f"{DEFAULT_TARGET_DB:g} unless a budget is given)")
+                        f"{DEFAULT_TARGET_DB:g}, {OPENVINO_TARGET_DB:g} with --openvino, unless a "
+                        f"budget is given)")
     p.add_argument("--float-macs-budget", type=share, default=None,
                    help=f"{prefix}share of the network's MACs allowed in float (0.05 or 5%%)")
 

@@ -11,8 +11,8 @@ from hinet_deploy.common.errors import HinetDeployError
 from hinet_deploy.common.limits import HINET_SIZE_MULTIPLE
 from hinet_deploy.engines.build import DEFAULT_MAX, DEFAULT_MIN, DEFAULT_OPT
 from hinet_deploy.engines.tensorrt_module import MODULES as TENSORRT_MODULES
-from hinet_deploy.common.files import (DEFAULT_OPENVINO_DIR, DEFAULT_OUTPUT_DIR, atomic_path, input_file, output_file,
-                                       writable_dir)
+from hinet_deploy.common.files import (DEFAULT_OPENVINO_DIR, DEFAULT_OUTPUT_DIR, atomic_path,
+                                       input_file, output_file, writable_dir)
 
 def _shape(shape) -> str:
     return " ".join(map(str, shape))
@@ -248,9 +248,10 @@ def _check_build_inputs(args) -> None:
         from hinet_deploy.build.openvino_int8 import check_output
 
         if args.precision != "int8":
+            runs_at = "bf16" if args.precision == "fp16" else "fp32"
             raise HinetDeployError(f"--openvino builds INT8 models; OpenVINO runs the FP32 graph "
                                    f"itself at {args.precision}: `hinet-deploy restore --backend "
-                                   f"openvino --precision {'bf16' if args.precision == 'fp16' else 'fp32'} ...`")
+                                   f"openvino --precision {runs_at} ...`")
         given = [flag for dest, flag in TENSORRT_ONLY.items() if getattr(args, dest)]
         if given:
             raise HinetDeployError(f"{', '.join(given)}: for TensorRT engines, not --openvino")

@@ -210,10 +210,8 @@ def cmd_sensitivity(args) -> int:
     auto = AutoFloat(args.target_db, args.float_macs_budget, measure)
     if args.openvino:
         from hinet_deploy.build.nncf_model import require_nncf
-        from hinet_deploy.build.openvino_int8 import with_default_target
 
         require_nncf()
-        auto = with_default_target(auto)
     sensitivity = Sensitivity(graph, calib, measure,
                               target="openvino" if args.openvino else "tensorrt")
     report = sensitivity.report()
